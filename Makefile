@@ -1,0 +1,48 @@
+# spark: build, test and demo. `make` builds build/spark/core.so.
+LUA      ?= lua5.4
+CC       ?= cc
+CFLAGS   ?= -O2 -g
+WARN      = -std=c11 -Wall -Wextra -Wpedantic -Werror
+LUA_CFLAGS  = $(shell pkg-config --cflags lua5.4 2>/dev/null || echo -I/usr/include/lua5.4)
+CURL_CFLAGS = $(shell pkg-config --cflags libcurl 2>/dev/null)
+CURL_LIBS   = $(shell pkg-config --libs libcurl 2>/dev/null || echo -lcurl)
+
+SRCS = csrc/core.c csrc/transport.c csrc/retry.c csrc/link.c
+HDRS = $(wildcard csrc/*.h)
+SO   = build/spark/core.so
+
+BUSTED  ?= busted --lua=$(LUA)
+LUAENV   = LUA_PATH="lua/?.lua;lua/?/init.lua;;" LUA_CPATH="build/?.so;;"
+
+.PHONY: all deps test mock demo clean
+
+all: $(SO)
+
+# Unit tests of the pure C policy (retry.c, link.c), run by spec/c_unit_spec.lua.
+UNIT = build/unit
+$(UNIT): spec/c/unit.c csrc/retry.c csrc/link.c csrc/retry.h csrc/link.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(WARN) -D_POSIX_C_SOURCE=200809L -o $@ spec/c/unit.c \
+	  csrc/retry.c csrc/link.c -lm
+
+$(SO): $(SRCS) $(HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(WARN) -fPIC -shared -D_POSIX_C_SOURCE=200809L \
+	  $(LUA_CFLAGS) $(CURL_CFLAGS) -o $@ $(SRCS) $(CURL_LIBS) $(LDFLAGS)
+
+# Installs missing Debian packages when run as root (see scripts/deps.sh).
+deps:
+	@sh scripts/deps.sh
+
+test: deps
+	@$(MAKE) --no-print-directory all $(UNIT)
+	$(BUSTED)
+	luacheck -q lua spec
+
+# The simulator in the foreground: make mock MOCK_ARGS="--rate 5 --burst 5"
+MOCK_ARGS ?= --port 8080
+mock: deps
+	$(LUAENV) $(LUA) lua/spark-mock $(MOCK_ARGS)
+
+clean:
+	rm -rf build
