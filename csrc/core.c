@@ -1,0 +1,657 @@
+/* core.c: luaopen_spark_core, the Lua binding. The client userdata, the
+ * yieldable request loop (gate, attempt, retry policy, sleep hook), URL
+ * building with curl's URL API, and spark.sleep. The only file that knows
+ * both Lua and curl. */
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <curl/curl.h>
+#include <lauxlib.h>
+#include <lua.h>
+
+#include "link.h"
+#include "retry.h"
+#include "transport.h"
+
+#define CLIENT_MT "spark.client"
+#define CALL_MT "spark.call"
+
+/* user values of a client userdata */
+#define UV_SLEEP 1
+#define UV_ON_RETRY 2
+#define UV_BASE_URL 3
+#define UV_COUNT 3
+
+int luaopen_spark_core(lua_State *L);
+
+typedef struct {
+  spark_transport t;
+  int open;
+  double gate_until; /* monotonic seconds; no request before it */
+  double passed;     /* latest monotonic time a finished wait ran to, by the
+                        sleep hook's word (hooks may keep their own time) */
+  spark_policy policy;
+  long timeout_ms, connect_timeout_ms;
+  size_t max_body;
+  int allow_insecure;
+} client;
+
+/* ---- time ------------------------------------------------------------ */
+
+static double mono_now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static double epoch_now(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static double parse_http_date(const char *s) {
+  time_t t = curl_getdate(s, NULL);
+  return t == (time_t)-1 ? -1.0 : (double)t;
+}
+
+/* spark.sleep(seconds): sleeps on CLOCK_MONOTONIC to an absolute deadline.
+ * Returns the seconds not slept when a signal interrupted it, else 0. */
+static int l_sleep(lua_State *L) {
+  lua_Number s = lua_tonumber(L, 1);
+  struct timespec deadline;
+  double end;
+  int rc;
+  if (lua_type(L, 1) != LUA_TNUMBER || !(s >= 0))
+    return luaL_error(L, "spark.sleep: bad argument 'seconds' (a non-negative "
+                         "number expected, got %s)",
+                      lua_type(L, 1) == LUA_TNUMBER ? "a negative or NaN one"
+                                                    : luaL_typename(L, 1));
+  if (s > 1e9)
+    s = 1e9;
+  end = mono_now() + s;
+  deadline.tv_sec = (time_t)end;
+  deadline.tv_nsec = (long)((end - (double)deadline.tv_sec) * 1e9);
+  if (deadline.tv_nsec >= 1000000000L) {
+    deadline.tv_sec++;
+    deadline.tv_nsec -= 1000000000L;
+  }
+  do {
+    rc = clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &deadline, NULL);
+  } while (rc != 0 && rc != EINTR);
+  if (rc == EINTR) {
+    double left = end - mono_now();
+    lua_pushnumber(L, left > 0 ? left : 0);
+  } else {
+    lua_pushinteger(L, 0);
+  }
+  return 1;
+}
+
+static int l_monotime(lua_State *L) {
+  lua_pushnumber(L, mono_now());
+  return 1;
+}
+
+/* ---- URLs ------------------------------------------------------------ */
+
+static int is_loopback(const char *host) {
+  size_t n = strlen(host);
+  if (strcmp(host, "localhost") == 0 || strcmp(host, "[::1]") == 0 ||
+      strcmp(host, "::1") == 0)
+    return 1;
+  if (n > 10 && strcmp(host + n - 10, ".localhost") == 0)
+    return 1;
+  return strncmp(host, "127.", 4) == 0 &&
+         strspn(host + 4, "0123456789.") == n - 4;
+}
+
+/* Checks that `u` may carry the token: https, or http to a loopback host
+ * (or anywhere when allow_insecure). Returns NULL or an error message. */
+static const char *check_scheme(CURLU *u, int allow_insecure) {
+  char *scheme = NULL, *host = NULL;
+  const char *err = NULL;
+  if (curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
+      curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK)
+    err = "URL has no scheme or host";
+  else if (strcmp(scheme, "https") != 0 &&
+           !(strcmp(scheme, "http") == 0 &&
+             (allow_insecure || is_loopback(host))))
+    err = "URL must use https (plain http only to a loopback host)";
+  curl_free(scheme);
+  curl_free(host);
+  return err;
+}
+
+/* core.url(base, path, query, allow_insecure) -> url | nil, message
+ * `query` is an array of {name, value} pairs, encoded by curl. */
+static int l_url(lua_State *L) {
+  size_t blen;
+  const char *base = luaL_checklstring(L, 1, &blen);
+  const char *path = luaL_checkstring(L, 2);
+  int allow_insecure = lua_toboolean(L, 4);
+  CURLU *u;
+  CURLUcode uc;
+  char *out = NULL;
+  const char *err = NULL;
+  lua_Integer i, n;
+  luaL_Buffer b;
+
+  if (!lua_isnoneornil(L, 3))
+    luaL_checktype(L, 3, LUA_TTABLE);
+  /* base without its trailing slashes, then the path */
+  while (blen > 0 && base[blen - 1] == '/')
+    blen--;
+  luaL_buffinit(L, &b);
+  luaL_addlstring(&b, base, blen);
+  if (path[0] != '\0' && path[0] != '/')
+    luaL_addchar(&b, '/');
+  luaL_addstring(&b, path);
+  luaL_pushresult(&b);
+
+  u = curl_url();
+  if (u == NULL)
+    return luaL_error(L, "out of memory");
+  uc = curl_url_set(u, CURLUPART_URL, lua_tostring(L, -1), 0);
+  if (uc != CURLUE_OK)
+    err = curl_url_strerror(uc);
+  else
+    err = check_scheme(u, allow_insecure);
+  n = lua_isnoneornil(L, 3) ? 0 : (lua_Integer)luaL_len(L, 3);
+  for (i = 1; err == NULL && i <= n; i++) {
+    lua_geti(L, 3, i);
+    lua_geti(L, -1, 1);
+    lua_geti(L, -2, 2);
+    if (lua_type(L, -2) != LUA_TSTRING || lua_type(L, -1) != LUA_TSTRING) {
+      err = "query pairs must be {name, value} strings";
+    } else {
+      lua_pushfstring(L, "%s=%s", lua_tostring(L, -2), lua_tostring(L, -1));
+      uc = curl_url_set(u, CURLUPART_QUERY, lua_tostring(L, -1),
+                        CURLU_APPENDQUERY | CURLU_URLENCODE);
+      if (uc != CURLUE_OK)
+        err = curl_url_strerror(uc);
+      lua_pop(L, 1);
+    }
+    lua_pop(L, 3);
+  }
+  if (err == NULL && curl_url_get(u, CURLUPART_URL, &out, 0) != CURLUE_OK)
+    err = "cannot build the URL";
+  curl_url_cleanup(u);
+  if (err != NULL) {
+    luaL_pushfail(L);
+    lua_pushstring(L, err);
+    return 2;
+  }
+  lua_pushstring(L, out);
+  curl_free(out);
+  return 1;
+}
+
+/* core.link_next(value) -> the rel="next" URI of a Link field, or nil */
+static int l_link_next(lua_State *L) {
+  size_t len, start, ulen;
+  const char *s = luaL_checklstring(L, 1, &len);
+  if (!spark_link_find(s, len, "next", &start, &ulen))
+    return 0;
+  lua_pushlstring(L, s + start, ulen);
+  return 1;
+}
+
+/* ---- the client userdata --------------------------------------------- */
+
+static client *check_client(lua_State *L, int idx) {
+  return luaL_checkudata(L, idx, CLIENT_MT);
+}
+
+static client *check_open(lua_State *L, int idx) {
+  client *c = check_client(L, idx);
+  if (!c->open)
+    luaL_error(L, "spark: attempt to use a closed client");
+  return c;
+}
+
+static lua_Number opt_number_field(lua_State *L, int t, const char *k,
+                                   lua_Number dflt) {
+  lua_Number v;
+  int isnum;
+  if (lua_getfield(L, t, k) == LUA_TNIL) {
+    lua_pop(L, 1);
+    return dflt;
+  }
+  v = lua_tonumberx(L, -1, &isnum);
+  if (!isnum || v != v || v < 0)
+    luaL_error(L, "spark: option '%s' must be a non-negative number", k);
+  lua_pop(L, 1);
+  return v;
+}
+
+static long to_ms(lua_Number s) {
+  lua_Number ms = ceil(s * 1000.0);
+  return ms > (lua_Number)0x7fffffff ? 0x7fffffffL : (long)ms;
+}
+
+/* core.new{token=, base_url=, sleep=, on_retry=, max_rate_limited=,
+ *          max_wait=, timeout=, connect_timeout=, max_body=,
+ *          allow_insecure=, ca_file=} -> client
+ * The facade (spark.lua) validates the options and supplies defaults. */
+static int l_new(lua_State *L) {
+  client *c;
+  const char *token, *ca_file = NULL;
+  luaL_checktype(L, 1, LUA_TTABLE);
+  c = lua_newuserdatauv(L, sizeof *c, UV_COUNT);
+  memset(c, 0, sizeof *c);
+  luaL_setmetatable(L, CLIENT_MT);
+
+  if (lua_getfield(L, 1, "token") != LUA_TSTRING)
+    return luaL_error(L, "spark: option 'token' must be a string");
+  token = lua_tostring(L, -1);
+  if (lua_getfield(L, 1, "ca_file") == LUA_TSTRING)
+    ca_file = lua_tostring(L, -1);
+  c->policy.max_rate_limited =
+      (int)opt_number_field(L, 1, "max_rate_limited", 10);
+  c->policy.max_wait = opt_number_field(L, 1, "max_wait", 300);
+  c->timeout_ms = to_ms(opt_number_field(L, 1, "timeout", 30));
+  c->connect_timeout_ms = to_ms(opt_number_field(L, 1, "connect_timeout", 10));
+  c->max_body = (size_t)opt_number_field(L, 1, "max_body", 16 * 1024 * 1024);
+  lua_getfield(L, 1, "allow_insecure");
+  c->allow_insecure = lua_toboolean(L, -1);
+  lua_pop(L, 1);
+
+  lua_getfield(L, 1, "sleep");
+  lua_setiuservalue(L, -4, UV_SLEEP);
+  lua_getfield(L, 1, "on_retry");
+  lua_setiuservalue(L, -4, UV_ON_RETRY);
+  lua_getfield(L, 1, "base_url");
+  lua_setiuservalue(L, -4, UV_BASE_URL);
+
+  if (spark_transport_open(&c->t, token, ca_file) != 0)
+    return luaL_error(L, "spark: cannot create a curl handle");
+  c->open = 1;
+  lua_pop(L, 2); /* token, ca_file */
+  return 1;
+}
+
+/* close, __gc and __close: idempotent */
+static int l_close(lua_State *L) {
+  client *c = check_client(L, 1);
+  if (c->open) {
+    spark_transport_close(&c->t);
+    c->open = 0;
+  }
+  return 0;
+}
+
+static int l_tostring(lua_State *L) {
+  client *c = check_client(L, 1);
+  if (!c->open) {
+    lua_pushliteral(L, "spark.client (closed)");
+    return 1;
+  }
+  lua_getiuservalue(L, 1, UV_BASE_URL);
+  lua_pushfstring(L, "spark.client (%s)",
+                  lua_isstring(L, -1) ? lua_tostring(L, -1) : "?");
+  return 1;
+}
+
+static int l_base_url(lua_State *L) {
+  check_client(L, 1);
+  lua_getiuservalue(L, 1, UV_BASE_URL);
+  return 1;
+}
+
+static int l_is_closed(lua_State *L) {
+  lua_pushboolean(L, !check_client(L, 1)->open);
+  return 1;
+}
+
+/* ---- the request loop ------------------------------------------------- */
+
+/* Stack of a request: 1 client, 2 method, 3 url, 4 body, 5 content type,
+ * then the per-call state and the last response (a table, or nil). Hook
+ * calls push above them. All per-call state lives there, never in C locals
+ * across a hook call, since hooks may yield. */
+#define IDX_CALL 6
+#define IDX_RESP 7
+
+typedef enum {
+  PH_GATE,         /* wait out the client's gate, then send */
+  PH_ATTEMPT,      /* send, classify */
+  PH_ON_RETRY,     /* call on_retry(info) */
+  PH_ON_RETRY_RET, /* on_retry returned */
+  PH_SLEEP,        /* call sleep(wait_left, info) */
+  PH_SLEEP_RET     /* sleep returned */
+} phase;
+
+typedef struct {
+  phase ph;
+  int attempts;
+  spark_call_counts counts;
+  double wait;      /* the wait in progress, whole */
+  double wait_left; /* of it, still to sleep */
+  double target;    /* monotonic time the wait in progress ends at */
+  const char *reason;
+  double retry_after; /* of the last 429; < 0 when none */
+} call_state;
+
+/* Pushes v as an integer when it is one, so that users see 2, not 2.0. */
+static void push_num(lua_State *L, lua_Number v) {
+  if (v == floor(v) && fabs(v) < 9007199254740992.0)
+    lua_pushinteger(L, (lua_Integer)v);
+  else
+    lua_pushnumber(L, v);
+}
+
+static void set_num(lua_State *L, const char *k, lua_Number v) {
+  push_num(L, v);
+  lua_setfield(L, -2, k);
+}
+
+static void set_int(lua_State *L, const char *k, lua_Integer v) {
+  lua_pushinteger(L, v);
+  lua_setfield(L, -2, k);
+}
+
+static void set_str(lua_State *L, const char *k, const char *v) {
+  lua_pushstring(L, v);
+  lua_setfield(L, -2, k);
+}
+
+/* Pushes the info table given to hooks. */
+static void push_info(lua_State *L, const call_state *cs) {
+  lua_createtable(L, 0, 6);
+  set_str(L, "reason", cs->reason);
+  set_int(L, "attempt", cs->attempts);
+  set_num(L, "delay", cs->wait);
+  if (cs->retry_after >= 0)
+    set_num(L, "retry_after", cs->retry_after);
+  if (lua_istable(L, IDX_RESP)) {
+    lua_getfield(L, IDX_RESP, "status");
+    lua_setfield(L, -2, "status");
+    lua_getfield(L, IDX_RESP, "tracking_id");
+    lua_setfield(L, -2, "tracking_id");
+  }
+}
+
+/* Makes the response of the last attempt the table at IDX_RESP:
+ * {status=, headers={lower-case name = value, repeats joined by ", "},
+ *  body=, tracking_id=} */
+static void store_response(lua_State *L, client *c, long status) {
+  size_t i;
+  spark_transport *t = &c->t;
+  const char *tid;
+  lua_createtable(L, 0, 8);
+  set_int(L, "status", status);
+  lua_createtable(L, 0, (int)t->nhdrs);
+  for (i = 0; i < t->nhdrs; i++) {
+    const spark_header *h = &t->hdrs[i];
+    luaL_Buffer b;
+    size_t k;
+    char *p = luaL_buffinitsize(L, &b, h->name_len);
+    for (k = 0; k < h->name_len; k++) {
+      char ch = t->hbuf[h->name + k];
+      p[k] = (ch >= 'A' && ch <= 'Z') ? (char)(ch - 'A' + 'a') : ch;
+    }
+    luaL_pushresultsize(&b, h->name_len);
+    lua_pushvalue(L, -1);
+    if (lua_rawget(L, -3) == LUA_TSTRING) {
+      lua_pushliteral(L, ", ");
+      lua_pushlstring(L, t->hbuf + h->value, h->value_len);
+      lua_concat(L, 3);
+    } else {
+      lua_pop(L, 1);
+      lua_pushlstring(L, t->hbuf + h->value, h->value_len);
+    }
+    lua_rawset(L, -3);
+  }
+  lua_setfield(L, -2, "headers");
+  lua_pushlstring(L, t->body, t->body_len);
+  lua_setfield(L, -2, "body");
+  tid = spark_transport_header(t, "TrackingID", 0);
+  if (tid != NULL)
+    set_str(L, "tracking_id", tid);
+  lua_replace(L, IDX_RESP);
+}
+
+/* Retry-After of the last response: the largest usable value of all its
+ * Retry-After fields, or SPARK_RETRY_AFTER_DEFAULT. */
+static double retry_after_of(const spark_transport *t) {
+  const char *v, *date = spark_transport_header(t, "Date", 0);
+  double best = -1, now = epoch_now(), s;
+  size_t n;
+  for (n = 0; (v = spark_transport_header(t, "Retry-After", n)) != NULL; n++)
+    if (spark_retry_after_parse(v, date, now, parse_http_date, &s) && s > best)
+      best = s;
+  return best < 0 ? SPARK_RETRY_AFTER_DEFAULT : best;
+}
+
+/* Finishes the call: returns the result table (the last response, or a new
+ * one) with attempts, waited and, on failure, kind/message/retry_after. */
+static int finish(lua_State *L, call_state *cs, const char *kind,
+                  const char *message) {
+  if (!lua_istable(L, IDX_RESP)) {
+    lua_createtable(L, 0, 6);
+    lua_replace(L, IDX_RESP);
+  }
+  lua_settop(L, IDX_RESP);
+  set_int(L, "attempts", cs->attempts);
+  set_num(L, "waited", cs->counts.waited);
+  if (kind != NULL) {
+    set_str(L, "kind", kind);
+    set_str(L, "message", message);
+    if (cs->retry_after >= 0)
+      set_num(L, "retry_after", cs->retry_after);
+  }
+  return 1;
+}
+
+/* Starts a wait of `delay` seconds ending at monotonic `target`. */
+static void begin_wait(call_state *cs, double delay, double target,
+                       const char *reason) {
+  cs->wait = cs->wait_left = delay;
+  cs->target = target;
+  cs->reason = reason;
+}
+
+static int request_k(lua_State *L, int status, lua_KContext ctx);
+
+/* One step of the loop. Returns 1 when the call is finished (the result on
+ * top of the stack), 0 to go on. */
+static int step(lua_State *L, call_state *cs) {
+  client *c;
+  switch (cs->ph) {
+  case PH_GATE: {
+    double now = mono_now();
+    double from;
+    c = check_open(L, 1);
+    from = now > c->passed ? now : c->passed;
+    if (c->gate_until > from) {
+      double delay = c->gate_until - from;
+      spark_decision d = spark_gate_decide(&c->policy, &cs->counts, delay);
+      if (d.action == SPARK_FAIL) {
+        cs->retry_after = delay;
+        return finish(L, cs, d.kind, d.message);
+      }
+      begin_wait(cs, delay, c->gate_until, d.reason);
+      cs->ph = PH_SLEEP;
+    } else {
+      cs->ph = PH_ATTEMPT;
+    }
+    return 0;
+  }
+  case PH_ATTEMPT: {
+    spark_request rq;
+    spark_result r;
+    spark_decision d;
+    double ra;
+    c = check_open(L, 1);
+    rq.method = lua_tostring(L, 2);
+    rq.url = lua_tostring(L, 3);
+    rq.body = lua_tolstring(L, 4, &rq.body_len);
+    rq.content_type = lua_tostring(L, 5);
+    rq.timeout_ms = c->timeout_ms;
+    rq.connect_timeout_ms = c->connect_timeout_ms;
+    rq.max_body = c->max_body;
+    cs->attempts++;
+    r = spark_transport_perform(&c->t, &rq);
+    if (r.kind != NULL) {
+      lua_pushnil(L);
+      lua_replace(L, IDX_RESP);
+      return finish(L, cs, r.kind, r.message);
+    }
+    store_response(L, c, r.status);
+    if (r.status != 429)
+      return finish(L, cs, NULL, NULL);
+    ra = retry_after_of(&c->t);
+    cs->retry_after = ra;
+    {
+      double until = mono_now() + ra;
+      if (until > c->gate_until)
+        c->gate_until = until;
+      d = spark_retry_decide(&c->policy, &cs->counts, r.status, ra);
+      if (d.action == SPARK_FAIL)
+        return finish(L, cs, d.kind, d.message);
+      cs->counts.rate_limited++;
+      begin_wait(cs, d.delay, until, d.reason);
+    }
+    cs->ph = PH_ON_RETRY;
+    return 0;
+  }
+  case PH_ON_RETRY:
+    lua_getiuservalue(L, 1, UV_ON_RETRY);
+    if (lua_isnil(L, -1)) {
+      lua_pop(L, 1);
+      cs->ph = PH_SLEEP;
+      return 0;
+    }
+    push_info(L, cs);
+    cs->ph = PH_ON_RETRY_RET;
+    lua_callk(L, 1, 1, 0, request_k);
+    return 0;
+  case PH_ON_RETRY_RET: {
+    int veto = lua_type(L, -1) == LUA_TBOOLEAN && !lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    if (veto)
+      return finish(L, cs, "rate_limited", "rate limited: on_retry vetoed "
+                                           "the retry");
+    cs->ph = PH_SLEEP;
+    return 0;
+  }
+  case PH_SLEEP:
+    lua_getiuservalue(L, 1, UV_SLEEP);
+    push_num(L, cs->wait_left);
+    push_info(L, cs);
+    cs->ph = PH_SLEEP_RET;
+    lua_callk(L, 2, 1, 0, request_k);
+    return 0;
+  case PH_SLEEP_RET: {
+    int isnum;
+    lua_Number left = lua_tonumberx(L, -1, &isnum);
+    if (!isnum && !lua_isnil(L, -1))
+      return luaL_error(L, "spark: the sleep hook returned a %s (expected "
+                           "the unslept seconds or nothing)",
+                        luaL_typename(L, -1));
+    lua_pop(L, 1);
+    if (isnum && left > 0) {
+      if (left < cs->wait_left)
+        cs->wait_left = left;
+      cs->ph = PH_SLEEP; /* sleep the rest */
+      return 0;
+    }
+    cs->counts.waited += cs->wait;
+    c = check_open(L, 1);
+    if (cs->target > c->passed)
+      c->passed = cs->target;
+    cs->ph = PH_GATE;
+    return 0;
+  }
+  }
+  return luaL_error(L, "spark: corrupt call state");
+}
+
+static int request_k(lua_State *L, int status, lua_KContext ctx) {
+  call_state *cs = luaL_checkudata(L, IDX_CALL, CALL_MT);
+  (void)status;
+  (void)ctx;
+  while (!step(L, cs))
+    ;
+  return 1;
+}
+
+/* core.request(client, method, url [, body [, content_type]]) -> result
+ * result: {status=, headers=, body=, tracking_id=, attempts=, waited=} or,
+ * on failure, {kind=, message=, retry_after=, attempts=, waited=, ...}
+ * with the last response's fields when one arrived. */
+static int l_request(lua_State *L) {
+  call_state *cs;
+  client *c = check_open(L, 1);
+  CURLU *u;
+  const char *err;
+  luaL_checkstring(L, 2);
+  luaL_checkstring(L, 3);
+  luaL_optstring(L, 4, NULL);
+  luaL_optstring(L, 5, NULL);
+  lua_settop(L, 5);
+  u = curl_url();
+  if (u == NULL)
+    return luaL_error(L, "out of memory");
+  err = curl_url_set(u, CURLUPART_URL, lua_tostring(L, 3), 0) != CURLUE_OK
+            ? "malformed URL"
+            : check_scheme(u, c->allow_insecure);
+  curl_url_cleanup(u);
+  if (err != NULL)
+    return luaL_error(L, "spark: %s", err);
+  cs = lua_newuserdatauv(L, sizeof *cs, 0);
+  memset(cs, 0, sizeof *cs);
+  luaL_setmetatable(L, CALL_MT);
+  cs->ph = PH_GATE;
+  cs->retry_after = -1;
+  lua_pushnil(L); /* IDX_RESP */
+  return request_k(L, LUA_OK, 0);
+}
+
+/* ---- module ------------------------------------------------------------ */
+
+static const luaL_Reg client_methods[] = {
+    {"close", l_close},
+    {"is_closed", l_is_closed},
+    {"base_url", l_base_url},
+    {NULL, NULL}};
+
+static const luaL_Reg client_meta[] = {{"__gc", l_close},
+                                       {"__close", l_close},
+                                       {"__tostring", l_tostring},
+                                       {NULL, NULL}};
+
+static const luaL_Reg funcs[] = {{"new", l_new},
+                                 {"request", l_request},
+                                 {"url", l_url},
+                                 {"link_next", l_link_next},
+                                 {"sleep", l_sleep},
+                                 {"monotime", l_monotime},
+                                 {NULL, NULL}};
+
+int luaopen_spark_core(lua_State *L) {
+  /* curl_global_init once per process; later calls only count up. */
+  if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+    return luaL_error(L, "spark: curl_global_init failed");
+  luaL_newmetatable(L, CALL_MT);
+  lua_pop(L, 1);
+  luaL_newmetatable(L, CLIENT_MT);
+  luaL_setfuncs(L, client_meta, 0);
+  luaL_newlib(L, client_methods);
+  lua_pushvalue(L, -1);
+  lua_setfield(L, -3, "__index");
+  /* the methods table, for the facade to extend */
+  luaL_newlib(L, funcs);
+  lua_insert(L, -2);
+  lua_setfield(L, -2, "methods");
+  lua_remove(L, -2); /* the metatable */
+  lua_pushliteral(L, "0.1.0");
+  lua_setfield(L, -2, "version");
+  lua_pushstring(L, curl_version());
+  lua_setfield(L, -2, "curl_version");
+  return 1;
+}

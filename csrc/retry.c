@@ -1,0 +1,109 @@
+/* retry.c: Retry-After parsing and retry decisions (pure C). */
+#include "retry.h"
+
+#include <ctype.h>
+#include <string.h>
+
+static const char *skip_ows(const char *s) {
+  while (*s == ' ' || *s == '\t')
+    s++;
+  return s;
+}
+
+/* Decimal seconds: DIGIT+ [ "." DIGIT* ], saturating, then only OWS. */
+static int parse_delta(const char *s, double *out) {
+  double v = 0.0;
+  if (!isdigit((unsigned char)*s))
+    return 0;
+  for (; isdigit((unsigned char)*s); s++) {
+    v = v * 10.0 + (*s - '0');
+    if (v > SPARK_RETRY_AFTER_MAX)
+      v = SPARK_RETRY_AFTER_MAX;
+  }
+  if (*s == '.') {
+    double scale = 0.1;
+    for (s++; isdigit((unsigned char)*s); s++, scale /= 10.0)
+      v += (*s - '0') * scale;
+  }
+  if (*skip_ows(s) != '\0')
+    return 0;
+  *out = v > SPARK_RETRY_AFTER_MAX ? SPARK_RETRY_AFTER_MAX : v;
+  return 1;
+}
+
+int spark_retry_after_parse(const char *value, const char *date,
+                            double now_epoch, spark_date_parser parse_date,
+                            double *seconds) {
+  double at, base;
+  if (value == NULL)
+    return 0;
+  value = skip_ows(value);
+  if (isdigit((unsigned char)*value))
+    return parse_delta(value, seconds);
+  /* Every RFC 9110 date format starts with a day name. */
+  if (!isalpha((unsigned char)*value) || parse_date == NULL)
+    return 0;
+  at = parse_date(value);
+  if (at < 0)
+    return 0;
+  base = now_epoch;
+  if (date != NULL) {
+    double d = parse_date(skip_ows(date));
+    if (d >= 0)
+      base = d;
+  }
+  at -= base;
+  if (at < 0)
+    at = 0;
+  *seconds = at > SPARK_RETRY_AFTER_MAX ? SPARK_RETRY_AFTER_MAX : at;
+  return 1;
+}
+
+static spark_decision fail(const char *kind, const char *message) {
+  spark_decision d;
+  memset(&d, 0, sizeof d);
+  d.action = SPARK_FAIL;
+  d.kind = kind;
+  d.message = message;
+  return d;
+}
+
+static spark_decision retry(double delay, const char *reason) {
+  spark_decision d;
+  memset(&d, 0, sizeof d);
+  d.action = SPARK_RETRY;
+  d.delay = delay;
+  d.reason = reason;
+  return d;
+}
+
+/* Whether a wait of `delay` seconds still fits the call's max_wait. */
+static int fits(const spark_policy *p, const spark_call_counts *c,
+                double delay) {
+  return delay <= p->max_wait - c->waited;
+}
+
+spark_decision spark_retry_decide(const spark_policy *p,
+                                  const spark_call_counts *c, long status,
+                                  double retry_after) {
+  spark_decision d;
+  if (status != 429) {
+    memset(&d, 0, sizeof d);
+    d.action = SPARK_DONE;
+    return d;
+  }
+  if (c->rate_limited >= p->max_rate_limited)
+    return fail("rate_limited", "rate limited: max_rate_limited reached");
+  if (!fits(p, c, retry_after))
+    return fail("rate_limited", "rate limited: Retry-After exceeds the "
+                                "time left of max_wait");
+  return retry(retry_after, "rate_limited");
+}
+
+spark_decision spark_gate_decide(const spark_policy *p,
+                                 const spark_call_counts *c, double delay) {
+  if (!fits(p, c, delay))
+    return fail("rate_limited", "rate limited: the client's Retry-After "
+                                "gate outlasts max_wait");
+  return retry(delay, "gate");
+}
