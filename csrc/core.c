@@ -4,6 +4,7 @@
  * both Lua and curl. */
 #include <errno.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -37,7 +38,18 @@ typedef struct {
   long timeout_ms, connect_timeout_ms;
   size_t max_body;
   int allow_insecure;
+  uint64_t rng; /* xorshift64* state, for the backoff's jitter */
 } client;
+
+/* Uniform in [0, 1). */
+static double next_random(client *c) {
+  uint64_t x = c->rng;
+  x ^= x >> 12;
+  x ^= x << 25;
+  x ^= x >> 27;
+  c->rng = x;
+  return (double)((x * 0x2545F4914F6CDD1DULL) >> 11) / 9007199254740992.0;
+}
 
 /* ---- time ------------------------------------------------------------ */
 
@@ -142,6 +154,7 @@ static int l_url(lua_State *L) {
 
   if (!lua_isnoneornil(L, 3))
     luaL_checktype(L, 3, LUA_TTABLE);
+  lua_settop(L, 4);
   /* base without its trailing slashes, then the path */
   while (blen > 0 && base[blen - 1] == '/')
     blen--;
@@ -160,7 +173,7 @@ static int l_url(lua_State *L) {
     err = curl_url_strerror(uc);
   else
     err = check_scheme(u, allow_insecure);
-  n = lua_isnoneornil(L, 3) ? 0 : (lua_Integer)luaL_len(L, 3);
+  n = lua_isnil(L, 3) ? 0 : (lua_Integer)luaL_len(L, 3);
   for (i = 1; err == NULL && i <= n; i++) {
     lua_geti(L, 3, i);
     lua_geti(L, -1, 1);
@@ -252,7 +265,18 @@ static int l_new(lua_State *L) {
     ca_file = lua_tostring(L, -1);
   c->policy.max_rate_limited =
       (int)opt_number_field(L, 1, "max_rate_limited", 10);
+  c->policy.max_retries = (int)opt_number_field(L, 1, "max_retries", 3);
   c->policy.max_wait = opt_number_field(L, 1, "max_wait", 300);
+  c->policy.backoff_base = 0.5;
+  c->policy.backoff_cap = 30;
+  {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    c->rng = ((uint64_t)ts.tv_nsec << 20) ^ (uint64_t)ts.tv_sec ^
+             (uint64_t)(uintptr_t)c;
+    if (c->rng == 0)
+      c->rng = 0x9E3779B97F4A7C15ULL;
+  }
   c->timeout_ms = to_ms(opt_number_field(L, 1, "timeout", 30));
   c->connect_timeout_ms = to_ms(opt_number_field(L, 1, "connect_timeout", 10));
   c->max_body = (size_t)opt_number_field(L, 1, "max_body", 16 * 1024 * 1024);
@@ -310,11 +334,11 @@ static int l_is_closed(lua_State *L) {
 /* ---- the request loop ------------------------------------------------- */
 
 /* Stack of a request: 1 client, 2 method, 3 url, 4 body, 5 content type,
- * then the per-call state and the last response (a table, or nil). Hook
- * calls push above them. All per-call state lives there, never in C locals
- * across a hook call, since hooks may yield. */
-#define IDX_CALL 6
-#define IDX_RESP 7
+ * 6 idempotent, then the per-call state and the last response (a table, or
+ * nil). Hook calls push above them. All per-call state lives there, never in
+ * C locals across a hook call, since hooks may yield. */
+#define IDX_CALL 7
+#define IDX_RESP 8
 
 typedef enum {
   PH_GATE,         /* wait out the client's gate, then send */
@@ -332,6 +356,7 @@ typedef struct {
   double wait;      /* the wait in progress, whole */
   double wait_left; /* of it, still to sleep */
   double target;    /* monotonic time the wait in progress ends at */
+  int idempotent;
   const char *reason;
   double retry_after; /* of the last 429; < 0 when none */
 } call_state;
@@ -372,6 +397,8 @@ static void push_info(lua_State *L, const call_state *cs) {
     lua_setfield(L, -2, "status");
     lua_getfield(L, IDX_RESP, "tracking_id");
     lua_setfield(L, -2, "tracking_id");
+    lua_getfield(L, IDX_RESP, "message"); /* a transport failure's */
+    lua_setfield(L, -2, "error");
   }
 }
 
@@ -416,15 +443,16 @@ static void store_response(lua_State *L, client *c, long status) {
 }
 
 /* Retry-After of the last response: the largest usable value of all its
- * Retry-After fields, or SPARK_RETRY_AFTER_DEFAULT. */
-static double retry_after_of(const spark_transport *t) {
+ * Retry-After fields. Returns 0 when there is none. */
+static int retry_after_of(const spark_transport *t, double *seconds) {
   const char *v, *date = spark_transport_header(t, "Date", 0);
   double best = -1, now = epoch_now(), s;
   size_t n;
   for (n = 0; (v = spark_transport_header(t, "Retry-After", n)) != NULL; n++)
     if (spark_retry_after_parse(v, date, now, parse_http_date, &s) && s > best)
       best = s;
-  return best < 0 ? SPARK_RETRY_AFTER_DEFAULT : best;
+  *seconds = best;
+  return best >= 0;
 }
 
 /* Finishes the call: returns the result table (the last response, or a new
@@ -438,11 +466,11 @@ static int finish(lua_State *L, call_state *cs, const char *kind,
   lua_settop(L, IDX_RESP);
   set_int(L, "attempts", cs->attempts);
   set_num(L, "waited", cs->counts.waited);
+  if (cs->retry_after >= 0)
+    set_num(L, "retry_after", cs->retry_after);
   if (kind != NULL) {
     set_str(L, "kind", kind);
     set_str(L, "message", message);
-    if (cs->retry_after >= 0)
-      set_num(L, "retry_after", cs->retry_after);
   }
   return 1;
 }
@@ -484,8 +512,8 @@ static int step(lua_State *L, call_state *cs) {
   case PH_ATTEMPT: {
     spark_request rq;
     spark_result r;
+    spark_attempt a;
     spark_decision d;
-    double ra;
     c = check_open(L, 1);
     rq.method = lua_tostring(L, 2);
     rq.url = lua_tostring(L, 3);
@@ -495,27 +523,46 @@ static int step(lua_State *L, call_state *cs) {
     rq.connect_timeout_ms = c->connect_timeout_ms;
     rq.max_body = c->max_body;
     cs->attempts++;
+    cs->retry_after = -1;
     r = spark_transport_perform(&c->t, &rq);
+    memset(&a, 0, sizeof a);
+    a.idempotent = cs->idempotent;
+    a.random = next_random(c);
     if (r.kind != NULL) {
-      lua_pushnil(L);
+      /* keep the failure on the stack: another call may reuse the
+       * transport's message buffer while this one sleeps */
+      lua_createtable(L, 0, 4);
+      set_str(L, "kind", r.kind);
+      set_str(L, "message", r.message);
       lua_replace(L, IDX_RESP);
-      return finish(L, cs, r.kind, r.message);
+      a.failure = r.kind;
+      a.retryable = r.retryable;
+      a.sent = r.sent;
+    } else {
+      store_response(L, c, r.status);
+      a.status = r.status;
+      a.has_retry_after = retry_after_of(&c->t, &a.retry_after);
+      if (a.has_retry_after)
+        cs->retry_after = a.retry_after;
+      else if (r.status == 429)
+        cs->retry_after = SPARK_RETRY_AFTER_DEFAULT;
     }
-    store_response(L, c, r.status);
-    if (r.status != 429)
-      return finish(L, cs, NULL, NULL);
-    ra = retry_after_of(&c->t);
-    cs->retry_after = ra;
-    {
-      double until = mono_now() + ra;
+    d = spark_retry_decide(&c->policy, &cs->counts, &a);
+    if (r.status == 429) {
+      /* the gate: nothing more on this client before Retry-After passed */
+      double until = mono_now() + cs->retry_after;
       if (until > c->gate_until)
         c->gate_until = until;
-      d = spark_retry_decide(&c->policy, &cs->counts, r.status, ra);
-      if (d.action == SPARK_FAIL)
-        return finish(L, cs, d.kind, d.message);
-      cs->counts.rate_limited++;
-      begin_wait(cs, d.delay, until, d.reason);
     }
+    if (d.action == SPARK_DONE)
+      return finish(L, cs, NULL, NULL);
+    if (d.action == SPARK_FAIL)
+      return finish(L, cs, d.kind, d.message);
+    if (d.rate_limited)
+      cs->counts.rate_limited++;
+    else
+      cs->counts.retries++;
+    begin_wait(cs, d.delay, mono_now() + d.delay, d.reason);
     cs->ph = PH_ON_RETRY;
     return 0;
   }
@@ -533,9 +580,11 @@ static int step(lua_State *L, call_state *cs) {
   case PH_ON_RETRY_RET: {
     int veto = lua_type(L, -1) == LUA_TBOOLEAN && !lua_toboolean(L, -1);
     lua_pop(L, 1);
-    if (veto)
+    if (veto && strcmp(cs->reason, "rate_limited") == 0)
       return finish(L, cs, "rate_limited", "rate limited: on_retry vetoed "
                                            "the retry");
+    if (veto) /* hand back the server error or the transport failure */
+      return finish(L, cs, NULL, NULL);
     cs->ph = PH_SLEEP;
     return 0;
   }
@@ -580,7 +629,8 @@ static int request_k(lua_State *L, int status, lua_KContext ctx) {
   return 1;
 }
 
-/* core.request(client, method, url [, body [, content_type]]) -> result
+/* core.request(client, method, url [, body [, content_type [, idempotent]]])
+ * -> result; idempotent defaults to what the method says (RFC 9110). 
  * result: {status=, headers=, body=, tracking_id=, attempts=, waited=} or,
  * on failure, {kind=, message=, retry_after=, attempts=, waited=, ...}
  * with the last response's fields when one arrived. */
@@ -593,7 +643,7 @@ static int l_request(lua_State *L) {
   luaL_checkstring(L, 3);
   luaL_optstring(L, 4, NULL);
   luaL_optstring(L, 5, NULL);
-  lua_settop(L, 5);
+  lua_settop(L, 6);
   u = curl_url();
   if (u == NULL)
     return luaL_error(L, "out of memory");
@@ -608,6 +658,8 @@ static int l_request(lua_State *L) {
   luaL_setmetatable(L, CALL_MT);
   cs->ph = PH_GATE;
   cs->retry_after = -1;
+  cs->idempotent = lua_isnil(L, 6) ? spark_method_idempotent(lua_tostring(L, 2))
+                                   : lua_toboolean(L, 6);
   lua_pushnil(L); /* IDX_RESP */
   return request_k(L, LUA_OK, 0);
 }
@@ -633,10 +685,24 @@ static const luaL_Reg funcs[] = {{"new", l_new},
                                  {"monotime", l_monotime},
                                  {NULL, NULL}};
 
+static int global_cleanup(lua_State *L) {
+  (void)L;
+  curl_global_cleanup();
+  return 0;
+}
+
 int luaopen_spark_core(lua_State *L) {
-  /* curl_global_init once per process; later calls only count up. */
+  /* curl_global_init once per load, balanced by curl_global_cleanup when the
+   * Lua state closes: a sentinel whose __gc runs after every client's, as
+   * Lua finalizes in the reverse order of creation. */
   if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
     return luaL_error(L, "spark: curl_global_init failed");
+  lua_newuserdatauv(L, 0, 0);
+  lua_createtable(L, 0, 1);
+  lua_pushcfunction(L, global_cleanup);
+  lua_setfield(L, -2, "__gc");
+  lua_setmetatable(L, -2);
+  lua_setfield(L, LUA_REGISTRYINDEX, "spark.curl_global");
   luaL_newmetatable(L, CALL_MT);
   lua_pop(L, 1);
   luaL_newmetatable(L, CLIENT_MT);

@@ -83,21 +83,69 @@ static int fits(const spark_policy *p, const spark_call_counts *c,
   return delay <= p->max_wait - c->waited;
 }
 
-spark_decision spark_retry_decide(const spark_policy *p,
-                                  const spark_call_counts *c, long status,
-                                  double retry_after) {
+int spark_method_idempotent(const char *method) {
+  static const char *const idempotent[] = {"GET",     "HEAD",  "PUT",
+                                           "DELETE",  "OPTIONS", "TRACE"};
+  size_t i;
+  for (i = 0; i < sizeof idempotent / sizeof *idempotent; i++)
+    if (strcmp(method, idempotent[i]) == 0)
+      return 1;
+  return 0;
+}
+
+double spark_backoff(const spark_policy *p, int n, double random) {
+  double ceiling = p->backoff_base;
+  int i;
+  for (i = 0; i < n && ceiling < p->backoff_cap; i++)
+    ceiling *= 2;
+  if (ceiling > p->backoff_cap)
+    ceiling = p->backoff_cap;
+  return random * ceiling;
+}
+
+static spark_decision done(void) {
   spark_decision d;
-  if (status != 429) {
-    memset(&d, 0, sizeof d);
-    d.action = SPARK_DONE;
+  memset(&d, 0, sizeof d);
+  d.action = SPARK_DONE;
+  return d;
+}
+
+static int is_server_error(long status) {
+  return status == 500 || status == 502 || status == 503 || status == 504;
+}
+
+spark_decision spark_retry_decide(const spark_policy *p,
+                                  const spark_call_counts *c,
+                                  const spark_attempt *a) {
+  spark_decision d;
+  double delay;
+  if (a->failure != NULL) {
+    if (!a->retryable || (a->sent && !a->idempotent) ||
+        c->retries >= p->max_retries)
+      return fail(NULL, NULL);
+    delay = spark_backoff(p, c->retries, a->random);
+    return fits(p, c, delay) ? retry(delay, "network") : fail(NULL, NULL);
+  }
+  if (a->status == 429) {
+    delay = a->has_retry_after ? a->retry_after : SPARK_RETRY_AFTER_DEFAULT;
+    if (c->rate_limited >= p->max_rate_limited)
+      return fail("rate_limited", "rate limited: max_rate_limited reached");
+    if (!fits(p, c, delay))
+      return fail("rate_limited", "rate limited: Retry-After exceeds the "
+                                  "time left of max_wait");
+    d = retry(delay, "rate_limited");
+    d.rate_limited = 1;
     return d;
   }
-  if (c->rate_limited >= p->max_rate_limited)
-    return fail("rate_limited", "rate limited: max_rate_limited reached");
-  if (!fits(p, c, retry_after))
-    return fail("rate_limited", "rate limited: Retry-After exceeds the "
-                                "time left of max_wait");
-  return retry(retry_after, "rate_limited");
+  if (!a->idempotent || c->retries >= p->max_retries)
+    return done();
+  if (is_server_error(a->status) || (a->status == 423 && a->has_retry_after)) {
+    delay = a->has_retry_after && (a->status == 503 || a->status == 423)
+                ? a->retry_after
+                : spark_backoff(p, c->retries, a->random);
+    return fits(p, c, delay) ? retry(delay, "server_error") : done();
+  }
+  return done();
 }
 
 spark_decision spark_gate_decide(const spark_policy *p,

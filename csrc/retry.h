@@ -26,16 +26,42 @@ int spark_retry_after_parse(const char *value, const char *date,
                             double now_epoch, spark_date_parser parse_date,
                             double *seconds);
 
-/* The counters and limits of one call. */
+/* The limits of a client. */
 typedef struct {
   int max_rate_limited; /* 429 waits allowed per call */
+  int max_retries;      /* retries of transient failures per call */
   double max_wait;      /* seconds of waiting allowed per call */
+  double backoff_base;  /* first backoff ceiling, seconds (0.5) */
+  double backoff_cap;   /* largest backoff ceiling, seconds (30) */
 } spark_policy;
 
+/* The counters of one call. */
 typedef struct {
   int rate_limited; /* 429 waits taken so far */
+  int retries;      /* transient retries taken so far */
   double waited;    /* seconds waited so far */
 } spark_call_counts;
+
+/* What one attempt gave. */
+typedef struct {
+  long status;         /* HTTP status; 0 when no response arrived */
+  const char *failure; /* transport failure kind ("network", "timeout",
+                          "too_large"), or NULL */
+  int retryable;       /* the failure may pass on a new attempt */
+  int sent;            /* the request may have reached the server */
+  int idempotent;      /* the call may be repeated safely */
+  int has_retry_after; /* the response carried a usable Retry-After */
+  double retry_after;  /* its value, seconds */
+  double random;       /* uniform in [0, 1), for the backoff's jitter */
+} spark_attempt;
+
+/* Whether a method is idempotent by RFC 9110 (GET, HEAD, PUT, DELETE,
+ * OPTIONS, TRACE). */
+int spark_method_idempotent(const char *method);
+
+/* Exponential backoff with full jitter: uniform(0, min(cap, base*2^n)),
+ * with `random` uniform in [0, 1). */
+double spark_backoff(const spark_policy *p, int n, double random);
 
 typedef enum {
   SPARK_DONE,  /* hand the response to the caller */
@@ -46,16 +72,28 @@ typedef enum {
 typedef struct {
   spark_action action;
   double delay;        /* SPARK_RETRY: seconds to wait */
-  const char *reason;  /* SPARK_RETRY: the sleep hook's info.reason */
-  const char *kind;    /* SPARK_FAIL: err.kind */
-  const char *message; /* SPARK_FAIL: why, for err.message */
+  const char *reason;  /* SPARK_RETRY: the sleep hook's info.reason:
+                          "rate_limited", "server_error" or "network" */
+  int rate_limited;    /* SPARK_RETRY: counts as a 429 wait, not a retry */
+  const char *kind;    /* SPARK_FAIL: err.kind; NULL: the transport's */
+  const char *message; /* SPARK_FAIL: why, for err.message; NULL: the
+                          transport's */
 } spark_decision;
 
-/* Decides what follows an answer with HTTP `status`. `retry_after` is the
- * parsed Retry-After (SPARK_RETRY_AFTER_DEFAULT when absent). */
+/* Decides what follows an attempt:
+ * - 429 (any method: Webex did not process it): wait Retry-After (or the
+ *   default), at most max_rate_limited times, else fail "rate_limited";
+ * - 500, 502, 503, 504 for idempotent calls: back off (or wait the
+ *   Retry-After of a 503), at most max_retries times, then hand the
+ *   response back; likewise 423 with a Retry-After;
+ * - transport failures marked retryable: before the request was sent for
+ *   any call, after it only for idempotent ones, at most max_retries times;
+ * - a wait that does not fit the time left of max_wait is never started:
+ *   429 fails "rate_limited", a server error is handed back, a transport
+ *   failure fails with its kind. */
 spark_decision spark_retry_decide(const spark_policy *p,
-                                  const spark_call_counts *c, long status,
-                                  double retry_after);
+                                  const spark_call_counts *c,
+                                  const spark_attempt *a);
 
 /* Decides whether a wait of `delay` seconds (for the gate, before any
  * attempt) fits the call's budget: SPARK_RETRY with reason "gate", or

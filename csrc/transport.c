@@ -182,11 +182,30 @@ static CURLcode set_method(CURL *e, const spark_request *rq) {
 static spark_result failure(spark_transport *t, const char *kind,
                             const char *what) {
   spark_result r;
+  memset(&r, 0, sizeof r);
   snprintf(t->message, sizeof t->message, "%s", what);
   r.kind = kind;
   r.message = t->message;
-  r.status = 0;
   return r;
+}
+
+/* Failures that a new attempt may well not meet. */
+static int is_transient(CURLcode rc) {
+  switch (rc) {
+  case CURLE_COULDNT_RESOLVE_HOST:
+  case CURLE_COULDNT_CONNECT:
+  case CURLE_OPERATION_TIMEDOUT:
+  case CURLE_SEND_ERROR:
+  case CURLE_RECV_ERROR:
+  case CURLE_GOT_NOTHING:
+  case CURLE_PARTIAL_FILE:
+  case CURLE_HTTP2:
+  case CURLE_HTTP2_STREAM:
+  case CURLE_SSL_CONNECT_ERROR:
+    return 1;
+  default:
+    return 0;
+  }
 }
 
 spark_result spark_transport_perform(spark_transport *t,
@@ -248,16 +267,19 @@ spark_result spark_transport_perform(spark_transport *t,
     return failure(t, t->abort_kind, t->abort_message);
   if (rc != CURLE_OK) {
     char what[CURL_ERROR_SIZE + 48];
+    long request_size = 0;
     snprintf(what, sizeof what, "curl: (%d) %s", (int)rc,
              t->errbuf[0] ? t->errbuf : curl_easy_strerror(rc));
-    if (rc == CURLE_OPERATION_TIMEDOUT)
-      return failure(t, "timeout", what);
     if (rc == CURLE_FILESIZE_EXCEEDED)
       return failure(t, "too_large", "response body exceeds max_body");
-    return failure(t, "network", what);
+    r = failure(t, rc == CURLE_OPERATION_TIMEDOUT ? "timeout" : "network",
+                what);
+    r.retryable = is_transient(rc);
+    curl_easy_getinfo(e, CURLINFO_REQUEST_SIZE, &request_size);
+    r.sent = request_size > 0;
+    return r;
   }
-  r.kind = NULL;
-  r.message = NULL;
+  memset(&r, 0, sizeof r);
   r.status = status;
   return r;
 }

@@ -44,6 +44,8 @@ typedef struct {
                        "too_large" */
   const char *message; /* valid until the next perform */
   long status;         /* HTTP status, 0 when none arrived */
+  int retryable;       /* a failure that a new attempt may not meet */
+  int sent;            /* some of the request went out */
 } spark_result;
 
 /* Creates the easy handle with the options every request shares: the bearer
