@@ -44,5 +44,12 @@ MOCK_ARGS ?= --port 8080
 mock: deps
 	$(LUAENV) $(LUA) lua/spark-mock $(MOCK_ARGS)
 
+# The README's first command: spark-poll against spark-mock with a low rate
+# limit for 20 s (the 429 -> Retry-After sleep -> resume cycle). See
+# scripts/demo.sh; DEMO_DURATION=5 shortens it.
+demo: deps
+	@$(MAKE) --no-print-directory -s all
+	@LUA=$(LUA) sh scripts/demo.sh
+
 clean:
 	rm -rf build
