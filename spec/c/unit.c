@@ -71,33 +71,125 @@ static void test_retry_after(void) {
   ra("Mon, 99 Foo 1994", NULL, 0, 0, 0);
 }
 
+static spark_attempt answer(long status, int idempotent, int has_ra,
+                            double ra) {
+  spark_attempt a;
+  memset(&a, 0, sizeof a);
+  a.status = status;
+  a.idempotent = idempotent;
+  a.has_retry_after = has_ra;
+  a.retry_after = ra;
+  a.random = 0.5;
+  return a;
+}
+
+static spark_attempt transport_failure(int retryable, int sent,
+                                       int idempotent) {
+  spark_attempt a = answer(0, idempotent, 0, 0);
+  a.failure = "network";
+  a.retryable = retryable;
+  a.sent = sent;
+  return a;
+}
+
 static void test_decide(void) {
-  spark_policy p = {3, 60};
-  spark_call_counts c = {0, 0};
+  spark_policy p = {3, 2, 60, 0.5, 30};
+  spark_call_counts c = {0, 0, 0};
+  spark_attempt a;
   spark_decision d;
-  d = spark_retry_decide(&p, &c, 200, 15);
+  a = answer(200, 1, 0, 0);
+  d = spark_retry_decide(&p, &c, &a);
   check(d.action == SPARK_DONE, "200 is done", "not done");
-  d = spark_retry_decide(&p, &c, 404, 15);
+  a = answer(404, 1, 0, 0);
+  d = spark_retry_decide(&p, &c, &a);
   check(d.action == SPARK_DONE, "404 is handed back", "not done");
-  d = spark_retry_decide(&p, &c, 429, 2);
-  check(d.action == SPARK_RETRY && d.delay == 2 &&
+  a = answer(429, 0, 1, 2);
+  d = spark_retry_decide(&p, &c, &a);
+  check(d.action == SPARK_RETRY && d.delay == 2 && d.rate_limited &&
             strcmp(d.reason, "rate_limited") == 0,
-        "429 retries after Retry-After", "no retry");
-  d = spark_retry_decide(&p, &c, 429, 61);
+        "429 retries after Retry-After, for any method", "no retry");
+  a = answer(429, 1, 0, 0);
+  d = spark_retry_decide(&p, &c, &a);
+  check(d.action == SPARK_RETRY && d.delay == SPARK_RETRY_AFTER_DEFAULT,
+        "429 without Retry-After waits the default", "other wait");
+  a = answer(429, 1, 1, 61);
+  d = spark_retry_decide(&p, &c, &a);
   check(d.action == SPARK_FAIL && strcmp(d.kind, "rate_limited") == 0,
         "429 beyond max_wait fails fast", "retried");
   c.waited = 50;
-  d = spark_retry_decide(&p, &c, 429, 11);
+  a = answer(429, 1, 1, 11);
+  d = spark_retry_decide(&p, &c, &a);
   check(d.action == SPARK_FAIL, "429 beyond the time left fails fast",
         "retried");
-  d = spark_retry_decide(&p, &c, 429, 10);
+  a = answer(429, 1, 1, 10);
+  d = spark_retry_decide(&p, &c, &a);
   check(d.action == SPARK_RETRY, "429 exactly within the time left retries",
         "failed");
+  c.waited = 0;
   c.rate_limited = 3;
-  d = spark_retry_decide(&p, &c, 429, 1);
+  a = answer(429, 1, 1, 1);
+  d = spark_retry_decide(&p, &c, &a);
   check(d.action == SPARK_FAIL, "max_rate_limited reached fails", "retried");
   c.rate_limited = 0;
-  c.waited = 0;
+
+  a = answer(503, 1, 0, 0);
+  d = spark_retry_decide(&p, &c, &a);
+  check(d.action == SPARK_RETRY && !d.rate_limited && d.delay == 0.25 &&
+            strcmp(d.reason, "server_error") == 0,
+        "503 on GET backs off with jitter", "no backoff");
+  a = answer(503, 1, 1, 7);
+  d = spark_retry_decide(&p, &c, &a);
+  check(d.action == SPARK_RETRY && d.delay == 7,
+        "503 with Retry-After waits it", "other wait");
+  a = answer(423, 1, 1, 4);
+  d = spark_retry_decide(&p, &c, &a);
+  check(d.action == SPARK_RETRY && d.delay == 4,
+        "423 with Retry-After waits it", "other wait");
+  a = answer(423, 1, 0, 0);
+  d = spark_retry_decide(&p, &c, &a);
+  check(d.action == SPARK_DONE, "423 without Retry-After is handed back",
+        "retried");
+  a = answer(500, 0, 0, 0);
+  d = spark_retry_decide(&p, &c, &a);
+  check(d.action == SPARK_DONE, "500 on POST is handed back", "retried");
+  a = answer(501, 1, 0, 0);
+  d = spark_retry_decide(&p, &c, &a);
+  check(d.action == SPARK_DONE, "501 is not retried", "retried");
+  c.retries = 2;
+  a = answer(502, 1, 0, 0);
+  d = spark_retry_decide(&p, &c, &a);
+  check(d.action == SPARK_DONE, "max_retries reached hands the 502 back",
+        "retried");
+  c.retries = 0;
+
+  a = transport_failure(1, 0, 0);
+  d = spark_retry_decide(&p, &c, &a);
+  check(d.action == SPARK_RETRY && strcmp(d.reason, "network") == 0,
+        "unsent request retries for any method", "no retry");
+  a = transport_failure(1, 1, 0);
+  d = spark_retry_decide(&p, &c, &a);
+  check(d.action == SPARK_FAIL && d.kind == NULL,
+        "sent POST is not retried after a failure", "retried");
+  a = transport_failure(1, 1, 1);
+  d = spark_retry_decide(&p, &c, &a);
+  check(d.action == SPARK_RETRY, "sent GET is retried after a failure",
+        "no retry");
+  a = transport_failure(0, 0, 1);
+  d = spark_retry_decide(&p, &c, &a);
+  check(d.action == SPARK_FAIL, "a permanent failure is not retried",
+        "retried");
+
+  check(spark_backoff(&p, 0, 0.999) < 0.5, "backoff 0 below 0.5", "above");
+  check(spark_backoff(&p, 3, 0.5) == 2, "backoff 3 is uniform(0, 4)", "other");
+  check(spark_backoff(&p, 40, 0.5) == 15, "backoff capped at 30", "uncapped");
+  check(spark_backoff(&p, 1000000, 0.0) == 0, "backoff 0 at random 0", "not 0");
+  check(spark_method_idempotent("GET") && spark_method_idempotent("PUT") &&
+            spark_method_idempotent("DELETE") &&
+            spark_method_idempotent("HEAD") &&
+            !spark_method_idempotent("POST") &&
+            !spark_method_idempotent("PATCH"),
+        "idempotent methods", "wrong set");
+
   d = spark_gate_decide(&p, &c, 5);
   check(d.action == SPARK_RETRY && strcmp(d.reason, "gate") == 0,
         "gate within max_wait waits", "no wait");
