@@ -24,18 +24,18 @@ describe("spark.sleep", function()
   it("is interrupted by SIGINT under lua5.4, at once", function()
     -- The child says when it starts sleeping 30 s; SIGINT must end it with
     -- lua5.4's "interrupted!" instead of letting it print "slept".
-    local path = os.getenv("LUA_PATH") or ""
-    local cmd = "sh -c 'echo $$; exec " .. helper.lua
-      .. [[ -e "io.write(\"ready\\n\") io.stdout:flush() require(\"spark\").sleep(30) print(\"slept\")"' 2>&1]]
-    local p = assert(io.popen("LUA_PATH='lua/?.lua;" .. path .. "' LUA_CPATH='build/?.so;;' " .. cmd))
+    local code = [[io.write(\"ready\\n\") io.stdout:flush() ]]
+      .. [[require(\"spark\").sleep(30) print(\"slept\")]]
+    local p = assert(io.popen("LUA_PATH='lua/?.lua;;' LUA_CPATH='build/?.so;;' "
+      .. "sh -c 'echo $$; exec " .. helper.lua .. ' -e "' .. code .. '"\' 2>&1'))
     local pid = assert(tonumber(p:read("l")))
     assert.are.equal("ready", p:read("l"))
     os.execute("kill -INT " .. pid)
     local rest = p:read("a")
-    local ok, how, code = p:close()
+    local ok, how, status = p:close()
     assert.is_nil(ok)
     assert.are.equal("exit", how)
-    assert.are.equal(1, code)
+    assert.are.equal(1, status)
     assert.matches("interrupted!", rest)
     assert.is_nil(rest:find("slept", 1, true))
   end)
