@@ -7,7 +7,7 @@ LUA_CFLAGS  = $(shell pkg-config --cflags lua5.4 2>/dev/null || echo -I/usr/incl
 CURL_CFLAGS = $(shell pkg-config --cflags libcurl 2>/dev/null)
 CURL_LIBS   = $(shell pkg-config --libs libcurl 2>/dev/null || echo -lcurl)
 
-SRCS = csrc/core.c csrc/transport.c csrc/retry.c csrc/link.c
+SRCS = csrc/core.c csrc/transport.c csrc/retry.c csrc/link.c csrc/pace.c csrc/ratelimit.c
 HDRS = $(wildcard csrc/*.h)
 SO   = build/spark/core.so
 
@@ -18,12 +18,13 @@ LUAENV   = LUA_PATH="lua/?.lua;lua/?/init.lua;;" LUA_CPATH="build/?.so;;"
 
 all: $(SO)
 
-# Unit tests of the pure C policy (retry.c, link.c), run by spec/c_unit_spec.lua.
+# Unit tests of the pure C policy files, run by spec/c_unit_spec.lua.
+PURE = csrc/retry.c csrc/link.c csrc/pace.c csrc/ratelimit.c
 UNIT = build/unit
-$(UNIT): spec/c/unit.c csrc/retry.c csrc/link.c csrc/retry.h csrc/link.h
+$(UNIT): spec/c/unit.c $(PURE) $(HDRS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(WARN) -D_POSIX_C_SOURCE=200809L -o $@ spec/c/unit.c \
-	  csrc/retry.c csrc/link.c -lm
+	  $(PURE) -lm
 
 $(SO): $(SRCS) $(HDRS)
 	@mkdir -p $(dir $@)

@@ -33,7 +33,8 @@ build = {
     ["spark.mock"] = "lua/spark/mock.lua",
     ["spark.poll"] = "lua/spark/poll.lua",
     ["spark.core"] = {
-      sources = { "csrc/core.c", "csrc/transport.c", "csrc/retry.c", "csrc/link.c" },
+      sources = { "csrc/core.c", "csrc/transport.c", "csrc/retry.c", "csrc/link.c",
+                  "csrc/pace.c", "csrc/ratelimit.c" },
       defines = { "_POSIX_C_SOURCE=200809L" },
       libraries = { "curl" },
       incdirs = { "$(CURL_INCDIR)" },

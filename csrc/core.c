@@ -14,6 +14,8 @@
 #include <lua.h>
 
 #include "link.h"
+#include "pace.h"
+#include "ratelimit.h"
 #include "retry.h"
 #include "transport.h"
 
@@ -24,7 +26,9 @@
 #define UV_SLEEP 1
 #define UV_ON_RETRY 2
 #define UV_BASE_URL 3
-#define UV_COUNT 3
+#define UV_CLOCK 4  /* test seam: monotonic seconds, or nil */
+#define UV_RANDOM 5 /* test seam: uniform [0, 1), or nil */
+#define UV_COUNT 5
 
 int luaopen_spark_core(lua_State *L);
 
@@ -38,6 +42,9 @@ typedef struct {
   long timeout_ms, connect_timeout_ms;
   size_t max_body;
   int allow_insecure;
+  double deadline; /* seconds per call, retries included; 0: none */
+  double budget;   /* retry budget tokens (see retry.h) */
+  spark_pace pace;
   uint64_t rng; /* xorshift64* state, for the backoff's jitter */
 } client;
 
@@ -283,6 +290,19 @@ static int l_new(lua_State *L) {
   lua_getfield(L, 1, "allow_insecure");
   c->allow_insecure = lua_toboolean(L, -1);
   lua_pop(L, 1);
+  c->deadline = opt_number_field(L, 1, "deadline", 0);
+  c->budget = SPARK_BUDGET_CAPACITY;
+  if (lua_getfield(L, 1, "rate") == LUA_TSTRING) {
+    if (strcmp(lua_tostring(L, -1), "adaptive") != 0)
+      return luaL_error(L, "spark: option 'rate' must be a number or "
+                           "\"adaptive\"");
+    spark_pace_init(&c->pace, SPARK_PACE_ADAPTIVE, 0, 1);
+  } else {
+    double rate = opt_number_field(L, 1, "rate", 0);
+    spark_pace_init(&c->pace, rate > 0 ? SPARK_PACE_FIXED : SPARK_PACE_NONE,
+                    rate, opt_number_field(L, 1, "burst", 1));
+  }
+  lua_pop(L, 1);
 
   lua_getfield(L, 1, "sleep");
   lua_setiuservalue(L, -4, UV_SLEEP);
@@ -290,6 +310,10 @@ static int l_new(lua_State *L) {
   lua_setiuservalue(L, -4, UV_ON_RETRY);
   lua_getfield(L, 1, "base_url");
   lua_setiuservalue(L, -4, UV_BASE_URL);
+  lua_getfield(L, 1, "clock");
+  lua_setiuservalue(L, -4, UV_CLOCK);
+  lua_getfield(L, 1, "random");
+  lua_setiuservalue(L, -4, UV_RANDOM);
 
   if (spark_transport_open(&c->t, token, ca_file) != 0)
     return luaL_error(L, "spark: cannot create a curl handle");
@@ -334,14 +358,17 @@ static int l_is_closed(lua_State *L) {
 /* ---- the request loop ------------------------------------------------- */
 
 /* Stack of a request: 1 client, 2 method, 3 url, 4 body, 5 content type,
- * 6 idempotent, then the per-call state and the last response (a table, or
- * nil). Hook calls push above them. All per-call state lives there, never in
- * C locals across a hook call, since hooks may yield. */
+ * 6 call options, then the per-call state, the last response (a table, or
+ * nil) and the list of retries. Hook calls push above them. All per-call
+ * state lives there, never in C locals across a hook call, since hooks may
+ * yield. */
+#define IDX_OPTS 6
 #define IDX_CALL 7
 #define IDX_RESP 8
+#define IDX_RETRIES 9
 
 typedef enum {
-  PH_GATE,         /* wait out the client's gate, then send */
+  PH_GATE,         /* deadline, gate and pacing, then send */
   PH_ATTEMPT,      /* send, classify */
   PH_ON_RETRY,     /* call on_retry(info) */
   PH_ON_RETRY_RET, /* on_retry returned */
@@ -352,13 +379,16 @@ typedef enum {
 typedef struct {
   phase ph;
   int attempts;
-  spark_call_counts counts;
-  double wait;      /* the wait in progress, whole */
-  double wait_left; /* of it, still to sleep */
-  double target;    /* monotonic time the wait in progress ends at */
   int idempotent;
+  spark_call_counts counts; /* waits that retry.c budgets */
+  double paced;             /* seconds waited for pacing */
+  double deadline_at;       /* clock time; HUGE_VAL: none */
+  double wait;              /* the wait in progress, whole */
+  double wait_left;         /* of it, still to sleep */
+  double target;            /* clock time the wait in progress ends at */
+  double cost;              /* budget tokens the retry in progress took */
   const char *reason;
-  double retry_after; /* of the last 429; < 0 when none */
+  double retry_after; /* of the last answer; < 0 when none */
 } call_state;
 
 /* Pushes v as an integer when it is one, so that users see 2, not 2.0. */
@@ -384,12 +414,45 @@ static void set_str(lua_State *L, const char *k, const char *v) {
   lua_setfield(L, -2, k);
 }
 
+/* Calls the client's seam function in user value `uv`, if any, and returns
+ * its number; else returns `dflt`. Seams must not yield. */
+static double seam(lua_State *L, int uv, const char *name, double dflt) {
+  double v;
+  int isnum;
+  if (lua_getiuservalue(L, 1, uv) == LUA_TNIL) {
+    lua_pop(L, 1);
+    return dflt;
+  }
+  lua_call(L, 0, 1);
+  v = lua_tonumberx(L, -1, &isnum);
+  if (!isnum || v != v)
+    luaL_error(L, "spark: the %s function returned a %s (expected a number)",
+               name, luaL_typename(L, -1));
+  lua_pop(L, 1);
+  return v;
+}
+
+/* The client's clock: monotonic seconds, or the `clock` seam's. */
+static double clock_now(lua_State *L) {
+  return seam(L, UV_CLOCK, "clock", mono_now());
+}
+
+/* Uniform in [0, 1): the `random` seam's, or the client's generator. */
+static double random_draw(lua_State *L, client *c) {
+  double r = seam(L, UV_RANDOM, "random", next_random(c));
+  if (r < 0 || r >= 1)
+    luaL_error(L, "spark: the random function returned %f (expected [0, 1))",
+               r);
+  return r;
+}
+
 /* Pushes the info table given to hooks. */
-static void push_info(lua_State *L, const call_state *cs) {
-  lua_createtable(L, 0, 6);
+static void push_info(lua_State *L, const client *c, const call_state *cs) {
+  lua_createtable(L, 0, 8);
   set_str(L, "reason", cs->reason);
   set_int(L, "attempt", cs->attempts);
   set_num(L, "delay", cs->wait);
+  set_num(L, "budget", c->budget);
   if (cs->retry_after >= 0)
     set_num(L, "retry_after", cs->retry_after);
   if (lua_istable(L, IDX_RESP)) {
@@ -402,10 +465,28 @@ static void push_info(lua_State *L, const call_state *cs) {
   }
 }
 
+static const char *header_lookup(const void *ud, const char *name) {
+  return spark_transport_header(ud, name, 0);
+}
+
+/* Pushes {limit=, remaining=, reset=, window=} from rl. */
+static void push_ratelimit(lua_State *L, const spark_ratelimit *rl) {
+  lua_createtable(L, 0, 4);
+  if (rl->has_limit)
+    set_num(L, "limit", rl->limit);
+  if (rl->has_remaining)
+    set_num(L, "remaining", rl->remaining);
+  if (rl->has_reset)
+    set_num(L, "reset", rl->reset);
+  if (rl->has_window)
+    set_num(L, "window", rl->window);
+}
+
 /* Makes the response of the last attempt the table at IDX_RESP:
  * {status=, headers={lower-case name = value, repeats joined by ", "},
- *  body=, tracking_id=} */
-static void store_response(lua_State *L, client *c, long status) {
+ *  body=, tracking_id=, rate_limit=} */
+static void store_response(lua_State *L, client *c, long status,
+                           const spark_ratelimit *rl) {
   size_t i;
   spark_transport *t = &c->t;
   const char *tid;
@@ -439,6 +520,10 @@ static void store_response(lua_State *L, client *c, long status) {
   tid = spark_transport_header(t, "TrackingID", 0);
   if (tid != NULL)
     set_str(L, "tracking_id", tid);
+  if (rl != NULL) {
+    push_ratelimit(L, rl);
+    lua_setfield(L, -2, "rate_limit");
+  }
   lua_replace(L, IDX_RESP);
 }
 
@@ -456,16 +541,20 @@ static int retry_after_of(const spark_transport *t, double *seconds) {
 }
 
 /* Finishes the call: returns the result table (the last response, or a new
- * one) with attempts, waited and, on failure, kind/message/retry_after. */
-static int finish(lua_State *L, call_state *cs, const char *kind,
-                  const char *message) {
+ * one) with attempts, waited, budget, retries and, on failure,
+ * kind/message; retry_after when the last answer had one. */
+static int finish(lua_State *L, const client *c, call_state *cs,
+                  const char *kind, const char *message) {
   if (!lua_istable(L, IDX_RESP)) {
-    lua_createtable(L, 0, 6);
+    lua_createtable(L, 0, 8);
     lua_replace(L, IDX_RESP);
   }
+  lua_pushvalue(L, IDX_RETRIES);
+  lua_setfield(L, IDX_RESP, "retries");
   lua_settop(L, IDX_RESP);
   set_int(L, "attempts", cs->attempts);
-  set_num(L, "waited", cs->counts.waited);
+  set_num(L, "waited", cs->counts.waited + cs->paced);
+  set_num(L, "budget", c->budget);
   if (cs->retry_after >= 0)
     set_num(L, "retry_after", cs->retry_after);
   if (kind != NULL) {
@@ -475,7 +564,7 @@ static int finish(lua_State *L, call_state *cs, const char *kind,
   return 1;
 }
 
-/* Starts a wait of `delay` seconds ending at monotonic `target`. */
+/* Starts a wait of `delay` seconds ending at clock time `target`. */
 static void begin_wait(call_state *cs, double delay, double target,
                        const char *reason) {
   cs->wait = cs->wait_left = delay;
@@ -485,87 +574,136 @@ static void begin_wait(call_state *cs, double delay, double target,
 
 static int request_k(lua_State *L, int status, lua_KContext ctx);
 
-/* One step of the loop. Returns 1 when the call is finished (the result on
- * top of the stack), 0 to go on. */
-static int step(lua_State *L, call_state *cs) {
-  client *c;
-  switch (cs->ph) {
-  case PH_GATE: {
-    double now = mono_now();
-    double from;
-    c = check_open(L, 1);
-    from = now > c->passed ? now : c->passed;
-    if (c->gate_until > from) {
-      double delay = c->gate_until - from;
-      spark_decision d = spark_gate_decide(&c->policy, &cs->counts, delay);
-      if (d.action == SPARK_FAIL) {
-        cs->retry_after = delay;
-        return finish(L, cs, d.kind, d.message);
-      }
-      begin_wait(cs, delay, c->gate_until, d.reason);
-      cs->ph = PH_SLEEP;
-    } else {
-      cs->ph = PH_ATTEMPT;
+/* Before an attempt: the deadline, the gate, then pacing. */
+static int step_gate(lua_State *L, client *c, call_state *cs) {
+  double now = clock_now(L);
+  double from = now > c->passed ? now : c->passed;
+  double delay;
+  cs->counts.time_left = cs->deadline_at - from;
+  if (cs->counts.time_left <= 0)
+    return finish(L, c, cs, "timeout", "deadline reached before the next "
+                                       "attempt");
+  if (c->gate_until > from) {
+    spark_decision d;
+    delay = c->gate_until - from;
+    d = spark_gate_decide(&c->policy, &cs->counts, delay);
+    if (d.action == SPARK_FAIL) {
+      cs->retry_after = delay;
+      return finish(L, c, cs, d.kind, d.message);
     }
+    begin_wait(cs, delay, c->gate_until, d.reason);
+    cs->ph = PH_SLEEP;
     return 0;
   }
-  case PH_ATTEMPT: {
-    spark_request rq;
-    spark_result r;
-    spark_attempt a;
-    spark_decision d;
-    c = check_open(L, 1);
-    rq.method = lua_tostring(L, 2);
-    rq.url = lua_tostring(L, 3);
-    rq.body = lua_tolstring(L, 4, &rq.body_len);
-    rq.content_type = lua_tostring(L, 5);
-    rq.timeout_ms = c->timeout_ms;
-    rq.connect_timeout_ms = c->connect_timeout_ms;
-    rq.max_body = c->max_body;
-    cs->attempts++;
-    cs->retry_after = -1;
-    r = spark_transport_perform(&c->t, &rq);
-    memset(&a, 0, sizeof a);
-    a.idempotent = cs->idempotent;
-    a.random = next_random(c);
-    if (r.kind != NULL) {
-      /* keep the failure on the stack: another call may reuse the
-       * transport's message buffer while this one sleeps */
-      lua_createtable(L, 0, 4);
-      set_str(L, "kind", r.kind);
-      set_str(L, "message", r.message);
-      lua_replace(L, IDX_RESP);
-      a.failure = r.kind;
-      a.retryable = r.retryable;
-      a.sent = r.sent;
-    } else {
-      store_response(L, c, r.status);
-      a.status = r.status;
-      a.has_retry_after = retry_after_of(&c->t, &a.retry_after);
-      if (a.has_retry_after)
-        cs->retry_after = a.retry_after;
-      else if (r.status == 429)
-        cs->retry_after = SPARK_RETRY_AFTER_DEFAULT;
+  delay = spark_pace_delay(&c->pace, from);
+  if (delay > 0) {
+    if (delay > cs->counts.time_left) {
+      cs->retry_after = delay;
+      return finish(L, c, cs, "rate_limited", "rate limited: the pacing "
+                                              "wait ends past the deadline");
     }
-    d = spark_retry_decide(&c->policy, &cs->counts, &a);
+    begin_wait(cs, delay, from + delay, "pacing");
+    cs->ph = PH_SLEEP;
+    return 0;
+  }
+  cs->ph = PH_ATTEMPT;
+  return 0;
+}
+
+/* One attempt, and the decision on what follows it. */
+static int step_attempt(lua_State *L, client *c, call_state *cs) {
+  spark_request rq;
+  spark_result r;
+  spark_attempt a;
+  spark_decision d;
+  spark_ratelimit rl;
+  int has_rl = 0;
+  double now = clock_now(L), left;
+  if (c->passed > now)
+    now = c->passed;
+  rq.method = lua_tostring(L, 2);
+  rq.url = lua_tostring(L, 3);
+  rq.body = lua_tolstring(L, 4, &rq.body_len);
+  rq.content_type = lua_tostring(L, 5);
+  rq.timeout_ms = c->timeout_ms;
+  left = cs->deadline_at - now;
+  if (left < HUGE_VAL && to_ms(left) < rq.timeout_ms)
+    rq.timeout_ms = to_ms(left) > 0 ? to_ms(left) : 1;
+  rq.connect_timeout_ms = c->connect_timeout_ms < rq.timeout_ms
+                              ? c->connect_timeout_ms
+                              : rq.timeout_ms;
+  rq.max_body = c->max_body;
+  cs->attempts++;
+  cs->retry_after = -1;
+  spark_pace_sent(&c->pace, now);
+  r = spark_transport_perform(&c->t, &rq);
+  now = clock_now(L);
+  if (c->passed > now)
+    now = c->passed;
+
+  memset(&a, 0, sizeof a);
+  a.idempotent = cs->idempotent;
+  a.budget = c->budget;
+  a.random = random_draw(L, c);
+  if (r.kind != NULL) {
+    /* keep the failure on the stack: another call may reuse the
+     * transport's message buffer while this one sleeps */
+    lua_createtable(L, 0, 8);
+    set_str(L, "kind", r.kind);
+    set_str(L, "message", r.message);
+    lua_replace(L, IDX_RESP);
+    a.failure = r.kind;
+    a.retryable = r.retryable;
+    a.sent = r.sent;
+  } else {
+    has_rl = spark_ratelimit_parse(&rl, header_lookup, &c->t, epoch_now());
+    store_response(L, c, r.status, has_rl ? &rl : NULL);
+    spark_pace_answer(&c->pace, now, r.status == 429, has_rl ? &rl : NULL);
+    a.status = r.status;
+    a.has_retry_after = retry_after_of(&c->t, &a.retry_after);
+    if (a.has_retry_after)
+      cs->retry_after = a.retry_after;
+    else if (r.status == 429)
+      cs->retry_after = SPARK_RETRY_AFTER_DEFAULT;
     if (r.status == 429) {
       /* the gate: nothing more on this client before Retry-After passed */
-      double until = mono_now() + cs->retry_after;
+      double until = now + cs->retry_after;
       if (until > c->gate_until)
         c->gate_until = until;
     }
-    if (d.action == SPARK_DONE)
-      return finish(L, cs, NULL, NULL);
-    if (d.action == SPARK_FAIL)
-      return finish(L, cs, d.kind, d.message);
-    if (d.rate_limited)
-      cs->counts.rate_limited++;
-    else
-      cs->counts.retries++;
-    begin_wait(cs, d.delay, mono_now() + d.delay, d.reason);
-    cs->ph = PH_ON_RETRY;
-    return 0;
   }
+  cs->counts.time_left = cs->deadline_at - now;
+  d = spark_retry_decide(&c->policy, &cs->counts, &a);
+  if (d.action != SPARK_RETRY && r.kind == NULL && r.status != 429 &&
+      c->budget + SPARK_BUDGET_REFUND <= SPARK_BUDGET_CAPACITY)
+    c->budget += SPARK_BUDGET_REFUND; /* an answer that needs no retry */
+  if (d.action == SPARK_DONE)
+    return finish(L, c, cs, NULL, NULL);
+  if (d.action == SPARK_FAIL)
+    return finish(L, c, cs, d.kind, d.message);
+  if (d.rate_limited)
+    cs->counts.rate_limited++;
+  else
+    cs->counts.retries++;
+  c->budget -= d.cost;
+  cs->cost = d.cost;
+  begin_wait(cs, d.delay, now + d.delay, d.reason);
+  /* record the retry in res.retries */
+  push_info(L, c, cs);
+  lua_rawseti(L, IDX_RETRIES, (lua_Integer)luaL_len(L, IDX_RETRIES) + 1);
+  cs->ph = PH_ON_RETRY;
+  return 0;
+}
+
+/* One step of the loop. Returns 1 when the call is finished (the result on
+ * top of the stack), 0 to go on. */
+static int step(lua_State *L, call_state *cs) {
+  client *c = check_open(L, 1);
+  switch (cs->ph) {
+  case PH_GATE:
+    return step_gate(L, c, cs);
+  case PH_ATTEMPT:
+    return step_attempt(L, c, cs);
   case PH_ON_RETRY:
     lua_getiuservalue(L, 1, UV_ON_RETRY);
     if (lua_isnil(L, -1)) {
@@ -573,25 +711,28 @@ static int step(lua_State *L, call_state *cs) {
       cs->ph = PH_SLEEP;
       return 0;
     }
-    push_info(L, cs);
+    push_info(L, c, cs);
     cs->ph = PH_ON_RETRY_RET;
     lua_callk(L, 1, 1, 0, request_k);
     return 0;
   case PH_ON_RETRY_RET: {
     int veto = lua_type(L, -1) == LUA_TBOOLEAN && !lua_toboolean(L, -1);
     lua_pop(L, 1);
-    if (veto && strcmp(cs->reason, "rate_limited") == 0)
-      return finish(L, cs, "rate_limited", "rate limited: on_retry vetoed "
-                                           "the retry");
-    if (veto) /* hand back the server error or the transport failure */
-      return finish(L, cs, NULL, NULL);
-    cs->ph = PH_SLEEP;
-    return 0;
+    if (!veto) {
+      cs->ph = PH_SLEEP;
+      return 0;
+    }
+    c->budget += cs->cost; /* the retry will not happen */
+    if (strcmp(cs->reason, "rate_limited") == 0)
+      return finish(L, c, cs, "rate_limited",
+                    "rate limited: on_retry vetoed the retry");
+    /* hand back the server error or the transport failure */
+    return finish(L, c, cs, NULL, NULL);
   }
   case PH_SLEEP:
     lua_getiuservalue(L, 1, UV_SLEEP);
     push_num(L, cs->wait_left);
-    push_info(L, cs);
+    push_info(L, c, cs);
     cs->ph = PH_SLEEP_RET;
     lua_callk(L, 2, 1, 0, request_k);
     return 0;
@@ -609,8 +750,11 @@ static int step(lua_State *L, call_state *cs) {
       cs->ph = PH_SLEEP; /* sleep the rest */
       return 0;
     }
-    cs->counts.waited += cs->wait;
-    c = check_open(L, 1);
+    if (strcmp(cs->reason, "pacing") == 0)
+      cs->paced += cs->wait;
+    else
+      cs->counts.waited += cs->wait;
+    /* by the hook's word, the clock has reached the wait's target */
     if (cs->target > c->passed)
       c->passed = cs->target;
     cs->ph = PH_GATE;
@@ -629,21 +773,26 @@ static int request_k(lua_State *L, int status, lua_KContext ctx) {
   return 1;
 }
 
-/* core.request(client, method, url [, body [, content_type [, idempotent]]])
- * -> result; idempotent defaults to what the method says (RFC 9110). 
- * result: {status=, headers=, body=, tracking_id=, attempts=, waited=} or,
- * on failure, {kind=, message=, retry_after=, attempts=, waited=, ...}
- * with the last response's fields when one arrived. */
+/* core.request(client, method, url [, body [, content_type [, opts]]])
+ * -> result. opts: {idempotent = bool (default: what the method says,
+ * RFC 9110), deadline = seconds (default: the client's)}.
+ * result: {status=, headers=, body=, tracking_id=, rate_limit=, attempts=,
+ * waited=, budget=, retries=} or, on failure, {kind=, message=,
+ * retry_after=, attempts=, waited=, ...} with the last response's fields
+ * when one arrived. */
 static int l_request(lua_State *L) {
   call_state *cs;
   client *c = check_open(L, 1);
   CURLU *u;
   const char *err;
+  double deadline;
   luaL_checkstring(L, 2);
   luaL_checkstring(L, 3);
   luaL_optstring(L, 4, NULL);
   luaL_optstring(L, 5, NULL);
-  lua_settop(L, 6);
+  if (!lua_isnoneornil(L, IDX_OPTS))
+    luaL_checktype(L, IDX_OPTS, LUA_TTABLE);
+  lua_settop(L, IDX_OPTS);
   u = curl_url();
   if (u == NULL)
     return luaL_error(L, "out of memory");
@@ -658,9 +807,18 @@ static int l_request(lua_State *L) {
   luaL_setmetatable(L, CALL_MT);
   cs->ph = PH_GATE;
   cs->retry_after = -1;
-  cs->idempotent = lua_isnil(L, 6) ? spark_method_idempotent(lua_tostring(L, 2))
-                                   : lua_toboolean(L, 6);
-  lua_pushnil(L); /* IDX_RESP */
+  cs->idempotent = spark_method_idempotent(lua_tostring(L, 2));
+  deadline = c->deadline;
+  if (lua_istable(L, IDX_OPTS)) {
+    if (lua_getfield(L, IDX_OPTS, "idempotent") != LUA_TNIL)
+      cs->idempotent = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    deadline = opt_number_field(L, IDX_OPTS, "deadline", deadline);
+  }
+  cs->deadline_at = deadline > 0 ? clock_now(L) + deadline : HUGE_VAL;
+  cs->counts.time_left = HUGE_VAL;
+  lua_pushnil(L);          /* IDX_RESP */
+  lua_createtable(L, 0, 0); /* IDX_RETRIES */
   return request_k(L, LUA_OK, 0);
 }
 

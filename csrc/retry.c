@@ -77,10 +77,25 @@ static spark_decision retry(double delay, const char *reason) {
   return d;
 }
 
-/* Whether a wait of `delay` seconds still fits the call's max_wait. */
+/* Whether a wait of `delay` seconds still fits the call's max_wait and
+ * deadline. */
 static int fits(const spark_policy *p, const spark_call_counts *c,
                 double delay) {
-  return delay <= p->max_wait - c->waited;
+  return delay <= p->max_wait - c->waited && delay <= c->time_left;
+}
+
+/* The message for a wait that does not fit. */
+static const char *too_long(const spark_policy *p, const spark_call_counts *c,
+                            double delay, const char *over_wait,
+                            const char *over_deadline) {
+  return delay > p->max_wait - c->waited ? over_wait : over_deadline;
+}
+
+static spark_decision retry_costing(double delay, const char *reason,
+                                    double cost) {
+  spark_decision d = retry(delay, reason);
+  d.cost = cost;
+  return d;
 }
 
 int spark_method_idempotent(const char *method) {
@@ -120,30 +135,40 @@ spark_decision spark_retry_decide(const spark_policy *p,
   spark_decision d;
   double delay;
   if (a->failure != NULL) {
+    double cost = strcmp(a->failure, "timeout") == 0 ? SPARK_BUDGET_TIMEOUT_COST
+                                                     : SPARK_BUDGET_COST;
     if (!a->retryable || (a->sent && !a->idempotent) ||
-        c->retries >= p->max_retries)
+        c->retries >= p->max_retries || a->budget < cost)
       return fail(NULL, NULL);
     delay = spark_backoff(p, c->retries, a->random);
-    return fits(p, c, delay) ? retry(delay, "network") : fail(NULL, NULL);
+    return fits(p, c, delay) ? retry_costing(delay, "network", cost)
+                             : fail(NULL, NULL);
   }
   if (a->status == 429) {
     delay = a->has_retry_after ? a->retry_after : SPARK_RETRY_AFTER_DEFAULT;
     if (c->rate_limited >= p->max_rate_limited)
       return fail("rate_limited", "rate limited: max_rate_limited reached");
     if (!fits(p, c, delay))
-      return fail("rate_limited", "rate limited: Retry-After exceeds the "
-                                  "time left of max_wait");
+      return fail("rate_limited",
+                  too_long(p, c, delay,
+                           "rate limited: Retry-After exceeds the time "
+                           "left of max_wait",
+                           "rate limited: Retry-After ends past the "
+                           "deadline"));
     d = retry(delay, "rate_limited");
     d.rate_limited = 1;
     return d;
   }
-  if (!a->idempotent || c->retries >= p->max_retries)
+  if (!a->idempotent || c->retries >= p->max_retries ||
+      a->budget < SPARK_BUDGET_COST)
     return done();
   if (is_server_error(a->status) || (a->status == 423 && a->has_retry_after)) {
     delay = a->has_retry_after && (a->status == 503 || a->status == 423)
                 ? a->retry_after
                 : spark_backoff(p, c->retries, a->random);
-    return fits(p, c, delay) ? retry(delay, "server_error") : done();
+    return fits(p, c, delay)
+               ? retry_costing(delay, "server_error", SPARK_BUDGET_COST)
+               : done();
   }
   return done();
 }
@@ -151,7 +176,11 @@ spark_decision spark_retry_decide(const spark_policy *p,
 spark_decision spark_gate_decide(const spark_policy *p,
                                  const spark_call_counts *c, double delay) {
   if (!fits(p, c, delay))
-    return fail("rate_limited", "rate limited: the client's Retry-After "
-                                "gate outlasts max_wait");
+    return fail("rate_limited",
+                too_long(p, c, delay,
+                         "rate limited: the client's Retry-After gate "
+                         "outlasts max_wait",
+                         "rate limited: the client's Retry-After gate "
+                         "ends past the deadline"));
   return retry(delay, "gate");
 }

@@ -40,7 +40,19 @@ typedef struct {
   int rate_limited; /* 429 waits taken so far */
   int retries;      /* transient retries taken so far */
   double waited;    /* seconds waited so far */
+  double time_left; /* seconds until the call's deadline (HUGE_VAL: none) */
 } spark_call_counts;
+
+/* The retry budget of a client, against retry storms (as AWS's standard
+ * mode): it starts full; a retry costs SPARK_BUDGET_COST (a retry after a
+ * timeout SPARK_BUDGET_TIMEOUT_COST); every answer that needs no retry
+ * refunds SPARK_BUDGET_REFUND, up to the capacity. A retry that costs more
+ * than what is left is not made. 429 waits are not charged: Retry-After and
+ * the gate already bound them. */
+#define SPARK_BUDGET_CAPACITY 500.0
+#define SPARK_BUDGET_COST 5.0
+#define SPARK_BUDGET_TIMEOUT_COST 10.0
+#define SPARK_BUDGET_REFUND 1.0
 
 /* What one attempt gave. */
 typedef struct {
@@ -53,6 +65,7 @@ typedef struct {
   int has_retry_after; /* the response carried a usable Retry-After */
   double retry_after;  /* its value, seconds */
   double random;       /* uniform in [0, 1), for the backoff's jitter */
+  double budget;       /* retry budget tokens left on the client */
 } spark_attempt;
 
 /* Whether a method is idempotent by RFC 9110 (GET, HEAD, PUT, DELETE,
@@ -75,6 +88,7 @@ typedef struct {
   const char *reason;  /* SPARK_RETRY: the sleep hook's info.reason:
                           "rate_limited", "server_error" or "network" */
   int rate_limited;    /* SPARK_RETRY: counts as a 429 wait, not a retry */
+  double cost;         /* SPARK_RETRY: retry budget tokens it takes */
   const char *kind;    /* SPARK_FAIL: err.kind; NULL: the transport's */
   const char *message; /* SPARK_FAIL: why, for err.message; NULL: the
                           transport's */
@@ -88,15 +102,16 @@ typedef struct {
  *   response back; likewise 423 with a Retry-After;
  * - transport failures marked retryable: before the request was sent for
  *   any call, after it only for idempotent ones, at most max_retries times;
- * - a wait that does not fit the time left of max_wait is never started:
- *   429 fails "rate_limited", a server error is handed back, a transport
- *   failure fails with its kind. */
+ * - transient retries also need the retry budget to cover their cost;
+ * - a wait that does not fit the time left (of max_wait, or before the
+ *   call's deadline) is never started: 429 fails "rate_limited", a server
+ *   error is handed back, a transport failure fails with its kind. */
 spark_decision spark_retry_decide(const spark_policy *p,
                                   const spark_call_counts *c,
                                   const spark_attempt *a);
 
 /* Decides whether a wait of `delay` seconds (for the gate, before any
- * attempt) fits the call's budget: SPARK_RETRY with reason "gate", or
+ * attempt) fits the call's time left: SPARK_RETRY with reason "gate", or
  * SPARK_FAIL with kind "rate_limited". */
 spark_decision spark_gate_decide(const spark_policy *p,
                                  const spark_call_counts *c, double delay);

@@ -95,6 +95,15 @@ local OPTIONS = {
   max_body = number_check(1, false, true),
   allow_insecure = function(v) if type(v) ~= "boolean" then return "a boolean" end end,
   ca_file = function(v) if type(v) ~= "string" then return "a string" end end,
+  deadline = number_check(0, true, false),
+  rate = function(v)
+    if v ~= "adaptive" and (type(v) ~= "number" or v ~= v or v <= 0) then
+      return 'a number > 0 or "adaptive"'
+    end
+  end,
+  burst = number_check(1, false, false),
+  random = function(v) if not callable(v) then return "a function" end end,
+  clock = function(v) if not callable(v) then return "a function" end end,
 }
 
 local function env(name)
@@ -126,6 +135,9 @@ function spark.new(opts)
   local ok, err = core.url(o.base_url, "", nil, o.allow_insecure)
   if not ok then error("spark.new: option 'base_url' is not usable: " .. err, 2) end
   o.base_url = o.base_url:gsub("/+$", "")
+  if o.burst and type(o.rate) ~= "number" then
+    error("spark.new: option 'burst' needs a numeric 'rate'", 2)
+  end
   o.sleep = o.sleep or core.sleep
   return core.new(o)
 end
@@ -143,6 +155,7 @@ local function failure(r, kind, message, body)
     retry_after = r.retry_after,
     attempts = r.attempts,
     waited = r.waited,
+    retries = r.retries,
   }, Error)
   if type(body) == "table" then
     e.tracking_id = type(body.trackingId) == "string" and body.trackingId or nil
@@ -161,6 +174,9 @@ local function response_of(r)
     next = h.link and core.link_next(h.link) or nil,
     attempts = r.attempts,
     waited = r.waited,
+    retries = r.retries,
+    budget = r.budget,
+    rate_limit = r.rate_limit,
     headers = h,
   }
 end
@@ -254,12 +270,35 @@ local function check_self(self, what)
   end
 end
 
---- client:get_rooms(params) -> rooms, res | nil, err
-function methods:get_rooms(params)
+local CALL_OPTIONS = {
+  deadline = function(v)
+    if type(v) ~= "number" or not (v > 0) then return "a number > 0" end
+  end,
+}
+
+-- Checks the per-call options (the last argument of a call).
+local function call_options(what, opts)
+  if opts == nil then return nil end
+  if type(opts) ~= "table" then
+    error(what .. ": bad argument 'opts' (table expected, got " .. type(opts) .. ")", 3)
+  end
+  for k, v in pairs(opts) do
+    local check = CALL_OPTIONS[k]
+    if not check then error(what .. ": unknown call option '" .. tostring(k) .. "'", 3) end
+    local want = check(v)
+    if want then error(what .. ": call option '" .. k .. "' must be " .. want, 3) end
+  end
+  return opts
+end
+
+--- client:get_rooms(params [, opts]) -> rooms, res | nil, err
+-- opts: { deadline = seconds } for this call.
+function methods:get_rooms(params, opts)
   check_self(self, "get_rooms")
   local q = query_of("get_rooms", spark.params.rooms_list, params)
+  opts = call_options("get_rooms", opts)
   local url = assert(core.url(self:base_url(), "/rooms", q))
-  local body, res = outcome(core.request(self, "GET", url))
+  local body, res = outcome(core.request(self, "GET", url, nil, nil, opts))
   if not body then return nil, res end
   if type(body.items) ~= "table" then
     return nil, setmetatable({ kind = "decode", status = res.status,
@@ -282,8 +321,8 @@ function spark.default()
   return default_client
 end
 
-function spark.get_rooms(params)
-  return spark.default():get_rooms(params)
+function spark.get_rooms(params, opts)
+  return spark.default():get_rooms(params, opts)
 end
 
 return spark

@@ -80,6 +80,7 @@ static spark_attempt answer(long status, int idempotent, int has_ra,
   a.has_retry_after = has_ra;
   a.retry_after = ra;
   a.random = 0.5;
+  a.budget = SPARK_BUDGET_CAPACITY;
   return a;
 }
 
@@ -94,7 +95,7 @@ static spark_attempt transport_failure(int retryable, int sent,
 
 static void test_decide(void) {
   spark_policy p = {3, 2, 60, 0.5, 30};
-  spark_call_counts c = {0, 0, 0};
+  spark_call_counts c = {0, 0, 0, HUGE_VAL};
   spark_attempt a;
   spark_decision d;
   a = answer(200, 1, 0, 0);
@@ -178,6 +179,41 @@ static void test_decide(void) {
   d = spark_retry_decide(&p, &c, &a);
   check(d.action == SPARK_FAIL, "a permanent failure is not retried",
         "retried");
+
+  /* the retry budget */
+  a = answer(503, 1, 0, 0);
+  d = spark_retry_decide(&p, &c, &a);
+  check(d.cost == SPARK_BUDGET_COST, "a 503 retry costs 5", "other cost");
+  a.budget = 4.9;
+  d = spark_retry_decide(&p, &c, &a);
+  check(d.action == SPARK_DONE, "no 503 retry without budget", "retried");
+  a = transport_failure(1, 0, 1);
+  a.failure = "timeout";
+  d = spark_retry_decide(&p, &c, &a);
+  check(d.action == SPARK_RETRY && d.cost == SPARK_BUDGET_TIMEOUT_COST,
+        "a timeout retry costs 10", "other cost");
+  a.budget = 9;
+  d = spark_retry_decide(&p, &c, &a);
+  check(d.action == SPARK_FAIL, "no timeout retry with 9 tokens", "retried");
+  a = answer(429, 1, 1, 1);
+  a.budget = 0;
+  d = spark_retry_decide(&p, &c, &a);
+  check(d.action == SPARK_RETRY && d.cost == 0,
+        "429 waits do not need the budget", "no wait");
+
+  /* the deadline */
+  c.time_left = 5;
+  a = answer(429, 1, 1, 6);
+  d = spark_retry_decide(&p, &c, &a);
+  check(d.action == SPARK_FAIL && strstr(d.message, "deadline") != NULL,
+        "429 past the deadline fails fast", "waited");
+  a = answer(503, 1, 1, 6);
+  d = spark_retry_decide(&p, &c, &a);
+  check(d.action == SPARK_DONE, "503 wait past the deadline hands it back",
+        "waited");
+  d = spark_gate_decide(&p, &c, 5.5);
+  check(d.action == SPARK_FAIL, "gate past the deadline fails fast", "waited");
+  c.time_left = HUGE_VAL;
 
   check(spark_backoff(&p, 0, 0.999) < 0.5, "backoff 0 below 0.5", "above");
   check(spark_backoff(&p, 3, 0.5) == 2, "backoff 3 is uniform(0, 4)", "other");
