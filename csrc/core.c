@@ -644,7 +644,8 @@ static int step_attempt(lua_State *L, client *c, call_state *cs) {
   memset(&a, 0, sizeof a);
   a.idempotent = cs->idempotent;
   a.budget = c->budget;
-  a.random = random_draw(L, c);
+  if (r.kind != NULL || r.status >= 500 || r.status == 423)
+    a.random = random_draw(L, c); /* a backoff may follow */
   if (r.kind != NULL) {
     /* keep the failure on the stack: another call may reuse the
      * transport's message buffer while this one sleeps */
@@ -674,9 +675,9 @@ static int step_attempt(lua_State *L, client *c, call_state *cs) {
   }
   cs->counts.time_left = cs->deadline_at - now;
   d = spark_retry_decide(&c->policy, &cs->counts, &a);
-  if (d.action != SPARK_RETRY && r.kind == NULL && r.status != 429 &&
+  if (r.kind == NULL && r.status < 500 && r.status != 429 &&
       c->budget + SPARK_BUDGET_REFUND <= SPARK_BUDGET_CAPACITY)
-    c->budget += SPARK_BUDGET_REFUND; /* an answer that needs no retry */
+    c->budget += SPARK_BUDGET_REFUND; /* a success refunds */
   if (d.action == SPARK_DONE)
     return finish(L, c, cs, NULL, NULL);
   if (d.action == SPARK_FAIL)

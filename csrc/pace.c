@@ -18,8 +18,12 @@ double spark_pace_delay(const spark_pace *p, double now) {
   if (p->mode == SPARK_PACE_NONE || p->rate <= 0)
     return 0;
   interval = 1.0 / p->rate;
-  /* GCRA: a request may go once now >= TAT - (burst - 1) * interval */
-  allowed_at = p->tat - (p->burst - 1) * interval;
+  if (p->mode == SPARK_PACE_ADAPTIVE)
+    /* evenly spaced at the current pace, which changes with every answer */
+    allowed_at = p->last_sent + interval;
+  else
+    /* GCRA: a request may go once now >= TAT - (burst - 1) * interval */
+    allowed_at = p->tat - (p->burst - 1) * interval;
   return allowed_at > now ? allowed_at - now : 0;
 }
 
@@ -42,6 +46,7 @@ static void measure(spark_pace *p, double now) {
 void spark_pace_sent(spark_pace *p, double now) {
   if (p->mode == SPARK_PACE_NONE)
     return;
+  p->last_sent = now;
   if (p->rate > 0)
     p->tat = (p->tat > now ? p->tat : now) + 1.0 / p->rate;
   if (p->mode == SPARK_PACE_ADAPTIVE) {

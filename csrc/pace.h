@@ -27,6 +27,7 @@ typedef struct {
                    (0 while unthrottled) */
   double burst; /* requests allowed at once (fixed); 1 when adaptive */
   double tat;   /* GCRA's theoretical arrival time of the next request */
+  double last_sent; /* when the last request went out */
   /* adaptive */
   double last_max_rate;  /* the pace when the last 429 came */
   double last_throttle;  /* when it came */

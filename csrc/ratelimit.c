@@ -53,10 +53,12 @@ static const char *param(const char *s, const char *key) {
   return NULL;
 }
 
-static void set(int *has, double *field, int ok, double v) {
-  if (ok) {
+/* Reads a number at v into *field, setting *has, when there is one. */
+static void take(int *has, double *field, const char *v) {
+  double x;
+  if (v != NULL && number(v, &x)) {
     *has = 1;
-    *field = v;
+    *field = x;
   }
 }
 
@@ -68,35 +70,36 @@ int spark_ratelimit_parse(spark_ratelimit *rl, spark_header_lookup lookup,
 
   /* X-RateLimit-* first; the IETF fields, when present, win. */
   if ((v = lookup(ud, "X-RateLimit-Limit")) != NULL)
-    set(&rl->has_limit, &rl->limit, number(v, &x), x);
+    take(&rl->has_limit, &rl->limit, v);
   if ((v = lookup(ud, "X-RateLimit-Remaining")) != NULL)
-    set(&rl->has_remaining, &rl->remaining, number(v, &x), x);
+    take(&rl->has_remaining, &rl->remaining, v);
   if ((v = lookup(ud, "X-RateLimit-Reset")) != NULL && number(v, &x)) {
     if (x > 1e9) /* a unix time */
       x = x > now_epoch ? x - now_epoch : 0;
-    set(&rl->has_reset, &rl->reset, 1, x);
+    rl->has_reset = 1;
+    rl->reset = x;
   }
   if ((v = lookup(ud, "RateLimit-Limit")) != NULL)
-    set(&rl->has_limit, &rl->limit, number(v, &x), x);
+    take(&rl->has_limit, &rl->limit, v);
   if ((v = lookup(ud, "RateLimit-Remaining")) != NULL)
-    set(&rl->has_remaining, &rl->remaining, number(v, &x), x);
+    take(&rl->has_remaining, &rl->remaining, v);
   if ((v = lookup(ud, "RateLimit-Reset")) != NULL)
-    set(&rl->has_reset, &rl->reset, number(v, &x), x);
+    take(&rl->has_reset, &rl->reset, v);
   if ((v = lookup(ud, "RateLimit")) != NULL) {
     if ((p = param(v, "limit")) != NULL)
-      set(&rl->has_limit, &rl->limit, number(p, &x), x);
+      take(&rl->has_limit, &rl->limit, p);
     if ((p = param(v, "remaining")) != NULL || (p = param(v, "r")) != NULL)
-      set(&rl->has_remaining, &rl->remaining, number(p, &x), x);
+      take(&rl->has_remaining, &rl->remaining, p);
     if ((p = param(v, "reset")) != NULL || (p = param(v, "t")) != NULL)
-      set(&rl->has_reset, &rl->reset, number(p, &x), x);
+      take(&rl->has_reset, &rl->reset, p);
   }
   if ((v = lookup(ud, "RateLimit-Policy")) != NULL) {
     if ((p = param(v, "q")) != NULL)
-      set(&rl->has_limit, &rl->limit, number(p, &x), x);
-    else if (number(v, &x)) /* the older `100;w=60` */
-      set(&rl->has_limit, &rl->limit, 1, x);
+      take(&rl->has_limit, &rl->limit, p);
+    else /* the older `100;w=60` */
+      take(&rl->has_limit, &rl->limit, v);
     if ((p = param(v, "w")) != NULL)
-      set(&rl->has_window, &rl->window, number(p, &x), x);
+      take(&rl->has_window, &rl->window, p);
   }
   return rl->has_limit || rl->has_remaining || rl->has_reset ||
          rl->has_window;

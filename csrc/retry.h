@@ -45,7 +45,7 @@ typedef struct {
 
 /* The retry budget of a client, against retry storms (as AWS's standard
  * mode): it starts full; a retry costs SPARK_BUDGET_COST (a retry after a
- * timeout SPARK_BUDGET_TIMEOUT_COST); every answer that needs no retry
+ * timeout SPARK_BUDGET_TIMEOUT_COST); every answer below 500 but 429
  * refunds SPARK_BUDGET_REFUND, up to the capacity. A retry that costs more
  * than what is left is not made. 429 waits are not charged: Retry-After and
  * the gate already bound them. */

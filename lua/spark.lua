@@ -272,7 +272,7 @@ end
 
 local CALL_OPTIONS = {
   deadline = function(v)
-    if type(v) ~= "number" or not (v > 0) then return "a number > 0" end
+    if type(v) ~= "number" or v ~= v or v <= 0 then return "a number > 0" end
   end,
 }
 

@@ -4,9 +4,12 @@
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include "../../csrc/link.h"
+#include "../../csrc/pace.h"
+#include "../../csrc/ratelimit.h"
 #include "../../csrc/retry.h"
 
 static int failures;
@@ -266,10 +269,128 @@ static void test_link(void) {
   link("<>; rel=next", "");
 }
 
+/* Headers for the rate-limit parser: "Name\0value" pairs, NULL-ended. */
+static const char *lookup(const void *ud, const char *name) {
+  const char *const *h = ud;
+  for (; *h != NULL; h += 2)
+    if (strcasecmp(h[0], name) == 0)
+      return h[1];
+  return NULL;
+}
+
+static void rl_case(const char *name, const char *const *headers, int found,
+                    double limit, double remaining, double reset,
+                    double window) {
+  spark_ratelimit rl;
+  char detail[200];
+  int got = spark_ratelimit_parse(&rl, lookup, headers, 1000000000.0 + 5000);
+  snprintf(detail, sizeof detail,
+           "got found=%d limit=%g(%d) remaining=%g(%d) reset=%g(%d) "
+           "window=%g(%d)",
+           got, rl.limit, rl.has_limit, rl.remaining, rl.has_remaining,
+           rl.reset, rl.has_reset, rl.window, rl.has_window);
+  check(got == found && (limit < 0 ? !rl.has_limit : rl.limit == limit) &&
+            (remaining < 0 ? !rl.has_remaining : rl.remaining == remaining) &&
+            (reset < 0 ? !rl.has_reset : rl.reset == reset) &&
+            (window < 0 ? !rl.has_window : rl.window == window),
+        name, detail);
+}
+
+static void test_ratelimit(void) {
+  const char *none[] = {"Date", "x", NULL};
+  const char *x[] = {"X-RateLimit-Limit", "100", "X-RateLimit-Remaining",
+                     "7", "X-RateLimit-Reset", "30", NULL};
+  const char *x_epoch[] = {"X-RateLimit-Reset", "1000005030", NULL};
+  const char *ietf_old[] = {"RateLimit", "limit=100, remaining=50, reset=30",
+                            NULL};
+  const char *ietf_split[] = {"RateLimit-Limit", "60", "RateLimit-Remaining",
+                              "0", "RateLimit-Reset", "12", NULL};
+  const char *ietf_new[] = {"RateLimit", "\"default\";r=50;t=30",
+                            "RateLimit-Policy", "\"default\";q=100;w=60",
+                            NULL};
+  const char *policy_old[] = {"RateLimit-Policy", "100;w=60", NULL};
+  const char *quoted[] = {"RateLimit", "\"r=9;t=9\";r=1;t=2", NULL};
+  const char *garbage[] = {"X-RateLimit-Limit", "lots", "RateLimit",
+                           "r=;t=x", NULL};
+  rl_case("no rate-limit fields", none, 0, -1, -1, -1, -1);
+  rl_case("X-RateLimit-*", x, 1, 100, 7, 30, -1);
+  rl_case("X-RateLimit-Reset as a unix time", x_epoch, 1, -1, -1, 30, -1);
+  rl_case("RateLimit: limit=, remaining=, reset=", ietf_old, 1, 100, 50, 30,
+          -1);
+  rl_case("RateLimit-Limit/-Remaining/-Reset", ietf_split, 1, 60, 0, 12, -1);
+  rl_case("RateLimit and RateLimit-Policy, structured", ietf_new, 1, 100, 50,
+          30, 60);
+  rl_case("RateLimit-Policy: 100;w=60", policy_old, 1, 100, -1, -1, 60);
+  rl_case("a quoted policy name is no parameter", quoted, 1, -1, 1, 2, -1);
+  rl_case("garbage values are left out", garbage, 0, -1, -1, -1, -1);
+}
+
+static void test_pace(void) {
+  spark_pace p;
+  double t;
+  int i, ok;
+  /* GCRA, 5 per second, burst 2: two at once, then one every 0.2 s */
+  spark_pace_init(&p, SPARK_PACE_FIXED, 5, 2);
+  check(spark_pace_delay(&p, 10) == 0, "GCRA: first request goes", "waits");
+  spark_pace_sent(&p, 10);
+  check(spark_pace_delay(&p, 10) == 0, "GCRA: burst of 2 goes", "waits");
+  spark_pace_sent(&p, 10);
+  check(fabs(spark_pace_delay(&p, 10) - 0.2) < 1e-9,
+        "GCRA: the third waits 0.2 s", "other wait");
+  spark_pace_sent(&p, 10.2);
+  check(fabs(spark_pace_delay(&p, 10.2) - 0.2) < 1e-9,
+        "GCRA: then one every 0.2 s", "other wait");
+  check(spark_pace_delay(&p, 20) == 0, "GCRA: idle time refills", "waits");
+
+  spark_pace_init(&p, SPARK_PACE_NONE, 0, 1);
+  spark_pace_sent(&p, 1);
+  check(spark_pace_delay(&p, 1) == 0, "no pacing never waits", "waits");
+
+  /* adaptive: unlimited until a 429, then 0.7 x the measured rate */
+  spark_pace_init(&p, SPARK_PACE_ADAPTIVE, 0, 1);
+  for (i = 0, t = 0; i < 100; i++, t += 0.01) { /* 100 requests/s */
+    if (spark_pace_delay(&p, t) != 0)
+      break;
+    spark_pace_sent(&p, t);
+    spark_pace_answer(&p, t, 0, NULL);
+  }
+  check(i == 100, "adaptive: unlimited before any 429", "paced early");
+  spark_pace_answer(&p, t, 1, NULL);
+  check(p.rate > 60 && p.rate < 80,
+        "adaptive: a 429 paces at about 0.7 x 100/s", "other rate");
+  ok = 1;
+  {
+    double r0 = p.rate, last = p.rate;
+    for (i = 0; i < 200; i++) {
+      t += 1.0 / last;
+      spark_pace_sent(&p, t);
+      spark_pace_answer(&p, t, 0, NULL);
+      if (p.rate + 1e-9 < last && i > 0)
+        ok = 0; /* grows back monotonically */
+      last = p.rate;
+    }
+    check(ok && p.rate > r0, "adaptive: grows back after a 429", "no growth");
+    check(p.rate <= 2 * p.measured + 1e-9,
+          "adaptive: never above twice the measured rate", "above");
+  }
+  {
+    spark_ratelimit rl;
+    memset(&rl, 0, sizeof rl);
+    rl.has_limit = rl.has_window = 1;
+    rl.limit = 10;
+    rl.window = 1;
+    spark_pace_answer(&p, t, 0, &rl);
+    check(p.rate <= 10 + 1e-9, "adaptive: RateLimit-Policy caps the pace",
+          "not capped");
+  }
+}
+
 int main(void) {
   test_retry_after();
   test_decide();
   test_link();
+  test_ratelimit();
+  test_pace();
   printf("%d failed\n", failures);
   return failures ? 1 : 0;
 }
