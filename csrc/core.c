@@ -145,16 +145,57 @@ static const char *check_scheme(CURLU *u, int allow_insecure) {
   return err;
 }
 
+/* curl allocations owned by a userdata on the Lua stack, so that a Lua
+ * error (a metamethod, out of memory) between getting and freeing them
+ * leaks nothing: __gc frees what is left. */
+#define CURLBOX_MT "spark.curlbox"
+
+typedef struct {
+  CURLU *u;
+  char *s;
+} curlbox;
+
+static int curlbox_gc(lua_State *L) {
+  curlbox *b = luaL_checkudata(L, 1, CURLBOX_MT);
+  curl_url_cleanup(b->u);
+  curl_free(b->s);
+  b->u = NULL;
+  b->s = NULL;
+  return 0;
+}
+
+/* Pushes a box holding a new CURLU. */
+static curlbox *push_curlbox(lua_State *L) {
+  curlbox *b = lua_newuserdatauv(L, sizeof *b, 0);
+  b->u = NULL;
+  b->s = NULL;
+  luaL_setmetatable(L, CURLBOX_MT);
+  b->u = curl_url();
+  if (b->u == NULL)
+    luaL_error(L, "out of memory");
+  return b;
+}
+
+/* Pushes s escaped by curl (RFC 3986 unreserved characters kept). */
+static void push_escaped(lua_State *L, curlbox *b, const char *s, size_t len) {
+  b->s = curl_easy_escape(NULL, s, (int)len);
+  if (b->s == NULL)
+    luaL_error(L, "out of memory");
+  lua_pushstring(L, b->s);
+  curl_free(b->s);
+  b->s = NULL;
+}
+
 /* core.url(base, path, query, allow_insecure) -> url | nil, message
- * `query` is an array of {name, value} pairs, encoded by curl. */
+ * `query` is an array of {name, value} pairs; each name and value is
+ * escaped by curl and appended to the URL's query with curl's URL API. */
 static int l_url(lua_State *L) {
   size_t blen;
   const char *base = luaL_checklstring(L, 1, &blen);
   const char *path = luaL_checkstring(L, 2);
   int allow_insecure = lua_toboolean(L, 4);
-  CURLU *u;
+  curlbox *box;
   CURLUcode uc;
-  char *out = NULL;
   const char *err = NULL;
   lua_Integer i, n;
   luaL_Buffer b;
@@ -162,6 +203,7 @@ static int l_url(lua_State *L) {
   if (!lua_isnoneornil(L, 3))
     luaL_checktype(L, 3, LUA_TTABLE);
   lua_settop(L, 4);
+  box = push_curlbox(L); /* index 5 */
   /* base without its trailing slashes, then the path */
   while (blen > 0 && base[blen - 1] == '/')
     blen--;
@@ -170,53 +212,114 @@ static int l_url(lua_State *L) {
   if (path[0] != '\0' && path[0] != '/')
     luaL_addchar(&b, '/');
   luaL_addstring(&b, path);
-  luaL_pushresult(&b);
-
-  u = curl_url();
-  if (u == NULL)
-    return luaL_error(L, "out of memory");
-  uc = curl_url_set(u, CURLUPART_URL, lua_tostring(L, -1), 0);
+  luaL_pushresult(&b); /* index 6 */
+  uc = curl_url_set(box->u, CURLUPART_URL, lua_tostring(L, 6), 0);
   if (uc != CURLUE_OK)
     err = curl_url_strerror(uc);
   else
-    err = check_scheme(u, allow_insecure);
+    err = check_scheme(box->u, allow_insecure);
   n = lua_isnil(L, 3) ? 0 : (lua_Integer)luaL_len(L, 3);
   for (i = 1; err == NULL && i <= n; i++) {
+    size_t klen, vlen;
+    const char *k, *v;
     lua_geti(L, 3, i);
     lua_geti(L, -1, 1);
     lua_geti(L, -2, 2);
-    if (lua_type(L, -2) != LUA_TSTRING || lua_type(L, -1) != LUA_TSTRING) {
+    k = lua_type(L, -2) == LUA_TSTRING ? lua_tolstring(L, -2, &klen) : NULL;
+    v = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &vlen) : NULL;
+    if (k == NULL || v == NULL) {
       err = "query pairs must be {name, value} strings";
+    } else if (strlen(k) != klen || strlen(v) != vlen) {
+      err = "query names and values must not contain NUL bytes";
     } else {
-      lua_pushfstring(L, "%s=%s", lua_tostring(L, -2), lua_tostring(L, -1));
-      uc = curl_url_set(u, CURLUPART_QUERY, lua_tostring(L, -1),
-                        CURLU_APPENDQUERY | CURLU_URLENCODE);
+      push_escaped(L, box, k, klen);
+      lua_pushliteral(L, "=");
+      push_escaped(L, box, v, vlen);
+      lua_concat(L, 3);
+      uc = curl_url_set(box->u, CURLUPART_QUERY, lua_tostring(L, -1),
+                        CURLU_APPENDQUERY);
       if (uc != CURLUE_OK)
         err = curl_url_strerror(uc);
       lua_pop(L, 1);
     }
     lua_pop(L, 3);
   }
-  if (err == NULL && curl_url_get(u, CURLUPART_URL, &out, 0) != CURLUE_OK)
+  if (err == NULL &&
+      curl_url_get(box->u, CURLUPART_URL, &box->s, 0) != CURLUE_OK)
     err = "cannot build the URL";
-  curl_url_cleanup(u);
   if (err != NULL) {
     luaL_pushfail(L);
     lua_pushstring(L, err);
     return 2;
   }
-  lua_pushstring(L, out);
-  curl_free(out);
+  lua_pushstring(L, box->s);
+  return 1; /* the box frees the rest when collected */
+}
+
+/* core.escape(s) -> s percent-encoded for a URL path segment (curl). */
+static int l_escape(lua_State *L) {
+  size_t len;
+  const char *s = luaL_checklstring(L, 1, &len);
+  char *e = curl_easy_escape(NULL, s, (int)len);
+  if (e == NULL)
+    return luaL_error(L, "out of memory");
+  lua_pushstring(L, e);
+  curl_free(e);
   return 1;
 }
 
-/* core.link_next(value) -> the rel="next" URI of a Link field, or nil */
+/* core.url_parts(url) -> {scheme=, host=, port=, path=, query=} | nil, msg
+ * parsed by curl's URL API; port is the scheme's default when absent and
+ * query is the raw query string or nil. */
+static int l_url_parts(lua_State *L) {
+  static const struct {
+    CURLUPart part;
+    const char *name;
+    unsigned flags;
+  } parts[] = {{CURLUPART_SCHEME, "scheme", 0},
+               {CURLUPART_HOST, "host", 0},
+               {CURLUPART_PORT, "port", CURLU_DEFAULT_PORT},
+               {CURLUPART_PATH, "path", 0},
+               {CURLUPART_QUERY, "query", 0}};
+  const char *url = luaL_checkstring(L, 1);
+  curlbox *box = push_curlbox(L);
+  CURLUcode uc = curl_url_set(box->u, CURLUPART_URL, url, 0);
+  size_t i;
+  if (uc != CURLUE_OK) {
+    luaL_pushfail(L);
+    lua_pushstring(L, curl_url_strerror(uc));
+    return 2;
+  }
+  lua_createtable(L, 0, 5);
+  for (i = 0; i < sizeof parts / sizeof *parts; i++) {
+    if (curl_url_get(box->u, parts[i].part, &box->s, parts[i].flags) ==
+        CURLUE_OK) {
+      lua_pushstring(L, box->s);
+      lua_setfield(L, -2, parts[i].name);
+    }
+    curl_free(box->s);
+    box->s = NULL;
+  }
+  return 1;
+}
+
+/* core.link_next(value, request_url) -> the rel="next" URI of a Link
+ * field, resolved against the request's URL (curl's URL API), or nil */
 static int l_link_next(lua_State *L) {
   size_t len, start, ulen;
   const char *s = luaL_checklstring(L, 1, &len);
+  const char *base = luaL_checkstring(L, 2);
+  curlbox *box;
   if (!spark_link_find(s, len, "next", &start, &ulen))
     return 0;
   lua_pushlstring(L, s + start, ulen);
+  box = push_curlbox(L);
+  if (curl_url_set(box->u, CURLUPART_URL, base, 0) != CURLUE_OK ||
+      curl_url_set(box->u, CURLUPART_URL, lua_tostring(L, -2), 0) !=
+          CURLUE_OK ||
+      curl_url_get(box->u, CURLUPART_URL, &box->s, 0) != CURLUE_OK)
+    return 0; /* not a usable URL: no next page */
+  lua_pushstring(L, box->s);
   return 1;
 }
 
@@ -245,7 +348,7 @@ static lua_Number opt_number_field(lua_State *L, int t, const char *k,
   if (!isnum || v != v || v < 0)
     luaL_error(L, "spark: option '%s' must be a non-negative number", k);
   lua_pop(L, 1);
-  return v;
+  return v > 1e12 ? 1e12 : v; /* the facade bounds them; casts stay defined */
 }
 
 static long to_ms(lua_Number s) {
@@ -740,7 +843,7 @@ static int step(lua_State *L, call_state *cs) {
   case PH_SLEEP_RET: {
     int isnum;
     lua_Number left = lua_tonumberx(L, -1, &isnum);
-    if (!isnum && !lua_isnil(L, -1))
+    if ((!isnum && !lua_isnil(L, -1)) || (isnum && left != left))
       return luaL_error(L, "spark: the sleep hook returned a %s (expected "
                            "the unslept seconds or nothing)",
                         luaL_typename(L, -1));
@@ -787,10 +890,15 @@ static int l_request(lua_State *L) {
   CURLU *u;
   const char *err;
   double deadline;
-  luaL_checkstring(L, 2);
+  const char *method = luaL_checkstring(L, 2);
+  const char *ctype;
   luaL_checkstring(L, 3);
   luaL_optstring(L, 4, NULL);
-  luaL_optstring(L, 5, NULL);
+  ctype = luaL_optstring(L, 5, NULL);
+  luaL_argcheck(L, method[0] != '\0' && strspn(method, "ABCDEFGHIJKLMNOPQRSTUVWXYZ") == strlen(method), 2,
+                "method must be an upper-case HTTP method");
+  luaL_argcheck(L, ctype == NULL || (strlen(ctype) < 200 && strcspn(ctype, "\r\n") == strlen(ctype)), 5,
+                "content type must be one line under 200 bytes");
   if (!lua_isnoneornil(L, IDX_OPTS))
     luaL_checktype(L, IDX_OPTS, LUA_TTABLE);
   lua_settop(L, IDX_OPTS);
@@ -840,6 +948,8 @@ static const luaL_Reg funcs[] = {{"new", l_new},
                                  {"request", l_request},
                                  {"url", l_url},
                                  {"link_next", l_link_next},
+                                 {"escape", l_escape},
+                                 {"url_parts", l_url_parts},
                                  {"sleep", l_sleep},
                                  {"monotime", l_monotime},
                                  {NULL, NULL}};
@@ -864,16 +974,21 @@ int luaopen_spark_core(lua_State *L) {
   lua_setfield(L, LUA_REGISTRYINDEX, "spark.curl_global");
   luaL_newmetatable(L, CALL_MT);
   lua_pop(L, 1);
+  luaL_newmetatable(L, CURLBOX_MT);
+  lua_pushcfunction(L, curlbox_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_pop(L, 1);
   luaL_newmetatable(L, CLIENT_MT);
   luaL_setfuncs(L, client_meta, 0);
   luaL_newlib(L, client_methods);
   lua_pushvalue(L, -1);
   lua_setfield(L, -3, "__index");
-  /* the methods table, for the facade to extend */
+  /* the methods table and the metatable, for the facade to extend */
   luaL_newlib(L, funcs);
   lua_insert(L, -2);
   lua_setfield(L, -2, "methods");
-  lua_remove(L, -2); /* the metatable */
+  lua_insert(L, -2);
+  lua_setfield(L, -2, "metatable");
   lua_pushliteral(L, "0.1.0");
   lua_setfield(L, -2, "version");
   lua_pushstring(L, curl_version());

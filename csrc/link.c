@@ -89,9 +89,10 @@ static void skip_to_next_value(scanner *sc) {
   }
 }
 
-/* Parses the parameters after a URI; returns 1 when rel holds `rel`. */
+/* Parses the parameters after a URI; returns 1 when the first rel
+ * parameter holds `rel` (RFC 8288: later rel parameters are ignored). */
 static int params_have_rel(scanner *sc, const char *rel) {
-  int found = 0;
+  int found = 0, seen_rel = 0;
   for (;;) {
     size_t nstart, nlen, vstart = 0, vlen = 0;
     skip_ows(sc);
@@ -114,8 +115,10 @@ static int params_have_rel(scanner *sc, const char *rel) {
       }
     }
     if (nlen == 3 && strncasecmp(sc->s + nstart, "rel", 3) == 0 &&
-        rel_has(sc->s + vstart, vlen, rel))
-      found = 1;
+        !seen_rel) {
+      seen_rel = 1;
+      found = rel_has(sc->s + vstart, vlen, rel);
+    }
   }
 }
 

@@ -29,16 +29,32 @@ static size_t abort_with(spark_transport *t, const char *kind,
   return 0; /* any count but the one given makes curl abort */
 }
 
+/* An error answer's body is kept up to this size and the rest dropped, so
+ * that a 429 or 5xx with a huge body still counts (status, Retry-After). */
+#define SPARK_MAX_ERROR_BODY (64 * 1024)
+
 static size_t on_body(char *data, size_t size, size_t n, void *ud) {
   spark_transport *t = ud;
-  size_t len = size * n;
-  if (len > t->max_body - t->body_len)
+  size_t len = size * n, keep = len;
+  long status = 0;
+  curl_easy_getinfo(t->easy, CURLINFO_RESPONSE_CODE, &status);
+  if (status < 200 || status > 299) {
+    size_t cap = t->max_body < SPARK_MAX_ERROR_BODY ? t->max_body
+                                                    : SPARK_MAX_ERROR_BODY;
+    keep = t->body_len >= cap ? 0 : cap - t->body_len;
+    if (keep > len)
+      keep = len;
+  } else if (len > t->max_body - t->body_len) {
     return abort_with(t, "too_large", "response body exceeds max_body");
+  }
+  if (keep == 0)
+    return len;
+  len = keep;
   if (grow(&t->body, &t->body_cap, t->body_len + len + 1) != 0)
     return abort_with(t, "network", "out of memory for the response body");
   memcpy(t->body + t->body_len, data, len);
   t->body_len += len;
-  return len;
+  return size * n;
 }
 
 static int is_ows(char c) { return c == ' ' || c == '\t'; }
@@ -250,9 +266,12 @@ spark_result spark_transport_perform(spark_transport *t,
   if (rc == CURLE_OK)
     rc = curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS,
                           rq->connect_timeout_ms);
+  /* never a proxy for plain http (loopback, or allow_insecure): the
+   * token would cross it in clear text; https keeps the environment's */
   if (rc == CURLE_OK)
-    rc = curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE,
-                          (curl_off_t)rq->max_body);
+    rc = curl_easy_setopt(e, CURLOPT_NOPROXY,
+                          strncasecmp(rq->url, "http:", 5) == 0 ? "*"
+                                                                : (char *)NULL);
   if (rc == CURLE_OK)
     rc = curl_easy_perform(e);
   curl_easy_setopt(e, CURLOPT_HTTPHEADER, (struct curl_slist *)NULL);
@@ -270,8 +289,6 @@ spark_result spark_transport_perform(spark_transport *t,
     long request_size = 0;
     snprintf(what, sizeof what, "curl: (%d) %s", (int)rc,
              t->errbuf[0] ? t->errbuf : curl_easy_strerror(rc));
-    if (rc == CURLE_FILESIZE_EXCEEDED)
-      return failure(t, "too_large", "response body exceeds max_body");
     r = failure(t, rc == CURLE_OPERATION_TIMEDOUT ? "timeout" : "network",
                 what);
     r.retryable = is_transient(rc);

@@ -100,7 +100,7 @@ describe("a client", function()
     assert.matches("type=group", q, 1, true)
     assert.matches("sortBy=created", q, 1, true)
     assert.matches("max=5", q, 1, true)
-    assert.matches("teamid=a+b%26c%3dd", q:lower(), 1, true)
+    assert.matches("teamid=a%20b%26c%3dd", q:lower(), 1, true)
   end)
 
   it("filters by type", function()
@@ -292,5 +292,73 @@ describe("a client", function()
       local c = client{ token = "second-token" }
       assert.is_nil(tostring(c):find("second-token", 1, true))
     end)
+  end)
+end)
+
+describe("review fixes", function()
+  local m
+  setup(function() m = helper.start_mock{} end)
+  teardown(function() m:stop() end)
+  before_each(function() m:reset() end)
+
+  it("honours a 429 whose body exceeds max_body (status, Retry-After, gate)", function()
+    m:script{ { status = 429, headers = { ["Retry-After"] = "60" }, body = string.rep("x", 5000) } }
+    local c = spark.new{ token = TOKEN, base_url = m.base_url, max_body = 64, max_wait = 10,
+                         sleep = function() end }
+    local _, err = c:get_rooms{ max = 1 }
+    assert.are.equal("rate_limited", err.kind)
+    assert.are.equal(60, err.retry_after)
+    local _, err2 = c:get_rooms{ max = 1 }
+    assert.are.equal("rate_limited", err2.kind) -- the gate is closed
+    assert.are.equal(1, m:stats().requests)
+  end)
+
+  it("never sends a plain-http request through an environment proxy", function()
+    -- a "proxy" that records what reaches it
+    local out = helper.run_lua([[
+      local socket = require "socket"
+      local proxy = assert(socket.bind("127.0.0.1", 0))
+      local _, port = proxy:getsockname()
+      proxy:settimeout(0)
+      local spark = require "spark"
+      local c = spark.new{ token = "SECRET", base_url = os.getenv("MOCK"), max_retries = 0 }
+      local rooms = c:get_rooms{ max = 1 }
+      local leaked = proxy:accept()
+      io.write(tostring(rooms and #rooms), " ", tostring(leaked ~= nil), " ", port)
+    ]], { MOCK = m.base_url, http_proxy = "http://127.0.0.1:9", HTTP_PROXY = "http://127.0.0.1:9",
+          all_proxy = "http://127.0.0.1:9" })
+    assert.matches("^nil false", out) -- the mock answered 401 (unknown token), not a proxy
+    assert.are.equal(1, m:stats().requests)
+  end)
+
+  it("allows plain http to any host with allow_insecure", function()
+    local c = spark.new{ token = TOKEN, base_url = "http://192.0.2.1/v1", allow_insecure = true }
+    assert.is_userdata(c)
+    assert.has_no.errors(function() spark.new{ token = TOKEN, allow_insecure = true,
+      base_url = "http://example.invalid/v1" } end)
+  end)
+
+  it("rejects a NaN from the sleep hook", function()
+    m:script{ { status = 429, headers = { ["Retry-After"] = "1" } } }
+    local c = spark.new{ token = TOKEN, base_url = m.base_url, sleep = function() return 0 / 0 end }
+    assert.has_error(function() c:get_rooms() end)
+  end)
+
+  it("bounds numeric options", function()
+    assert.has_error(function() spark.new{ token = TOKEN, max_retries = math.huge } end)
+    assert.has_error(function() spark.new{ token = TOKEN, max_body = math.maxinteger } end)
+  end)
+
+  it("resolves a relative next link against the request URL", function()
+    m:script{ { status = 200, headers = { Link = '</v1/rooms?max=1&cursor=abc>; rel="next"' } } }
+    local c = spark.new{ token = TOKEN, base_url = m.base_url }
+    local _, res = c:get_rooms{ max = 1 }
+    assert.are.equal(m.base_url .. "/rooms?max=1&cursor=abc", res.next)
+  end)
+
+  it("rejects NUL bytes in query values", function()
+    local c = spark.new{ token = TOKEN, base_url = m.base_url }
+    assert.has_error(function() c:get_rooms{ teamId = "a\0b" } end)
+    assert.are.equal(0, m:stats().requests)
   end)
 end)

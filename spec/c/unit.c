@@ -267,6 +267,8 @@ static void test_link(void) {
   link("<https://a/1>; rel=\"next", NULL);
   link("", NULL);
   link("<>; rel=next", "");
+  link("<https://a/1>; rel=prev; rel=next", NULL); /* only the first rel */
+  link("<https://a/1>; rel=next; rel=prev", "https://a/1");
 }
 
 /* Headers for the rate-limit parser: "Name\0value" pairs, NULL-ended. */
