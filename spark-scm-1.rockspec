@@ -31,6 +31,7 @@ build = {
   modules = {
     spark = "lua/spark.lua",
     ["spark.mock"] = "lua/spark/mock.lua",
+    ["spark.resources"] = "lua/spark/resources.lua",
     ["spark.poll"] = "lua/spark/poll.lua",
     ["spark.core"] = {
       sources = { "csrc/core.c", "csrc/transport.c", "csrc/retry.c", "csrc/link.c",

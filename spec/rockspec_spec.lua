@@ -12,6 +12,7 @@ describe("spark-scm-1.rockspec", function()
     local check = io.popen("LUA_PATH='" .. tree .. "/share/lua/5.4/?.lua;;' LUA_CPATH='"
       .. tree .. "/lib/lua/5.4/?.so;;' lua5.4 -e '"
       .. "local s = require \"spark\"; require \"spark.poll\"; require \"spark.mock\";"
+      .. "assert(s.new{ token = \"t\" }.rooms);"
       .. "io.write(package.searchpath(\"spark.core\", package.cpath), \" \","
       .. " tostring(s.new{ token = \"t\", base_url = \"http://127.0.0.1:9/v1\" }))' 2>&1")
     local got = check:read("a")
