@@ -226,7 +226,7 @@ describe("spark-mock", function()
     it("reads a request body and goes on with the next request", function()
       local c = assert(helper.connect(m.port))
       finally(function() c:close() end)
-      local res = assert(c:request("POST", "/v1/rooms", { body = '{"title": "x"}' }))
+      local res = assert(c:request("POST", "/v1/people/me", { body = '{"title": "x"}' }))
       assert.are.equal(405, res.status)
       assert.are.equal(200, assert(c:request("GET", "/v1/rooms?max=1")).status)
     end)
@@ -238,7 +238,9 @@ describe("spark-mock", function()
         .. "\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n")
       assert.are.equal(100, assert(c:receive()).status)
       c:send("{}")
-      assert.are.equal(405, assert(c:receive()).status)
+      local res = assert(c:receive())
+      assert.are.equal(400, res.status) -- read, and refused for want of a title
+      assert.matches("title", helper.json(res.body).message)
     end)
 
     it("honours Connection: close", function()
@@ -583,12 +585,534 @@ describe("spark-mock", function()
     end)
 
     it("405 with Allow for another method on a known path", function()
-      for _, case in ipairs{ { "DELETE", "/people/me" }, { "PUT", "/rooms" },
-                             { "POST", "/rooms/abc" } } do
+      for _, case in ipairs{ { "DELETE", "/people/me", "GET" }, { "PUT", "/rooms", "GET, POST" },
+                             { "POST", "/rooms/abc", "DELETE, GET, PUT" },
+                             { "PATCH", "/team/memberships", "GET, POST" } } do
         local status, headers, body = helper.http(case[1], m.base_url .. case[2], { body = "" })
         assert.are.equal(405, status)
-        assert.are.equal("GET", headers.allow)
+        assert.are.equal(case[3], headers.allow)
         assert_error_body(helper.json(body), headers)
+      end
+    end)
+  end)
+
+  describe("resources", function()
+    local m, me, other, room, team, hook
+
+    -- status, headers, decoded body (nil when not JSON), raw body; a table
+    -- body is sent as JSON, a string raw.
+    local function call(method, path, body)
+      if type(body) == "table" then body = helper.encode(body) end
+      local status, headers, raw = helper.http(method, m.base_url .. path, { body = body })
+      assert(status, headers)
+      local ok, doc = pcall(helper.json, raw)
+      return status, headers, ok and doc or nil, raw
+    end
+
+    local function ok_call(method, path, body)
+      local status, headers, doc = call(method, path, body)
+      assert(status == 200, ("%s %s: %s %s"):format(method, path, status,
+        doc and doc.message or ""))
+      return doc, headers
+    end
+
+    -- All items of a list (every page, max=1000).
+    local function list_all(path)
+      local sep = path:find("?", 1, true) and "&" or "?"
+      local items = {}
+      for _, page in ipairs((walk(m.base_url .. path .. sep .. "max=1000"))) do
+        table.move(page, 1, #page, #items + 1, items)
+      end
+      return items
+    end
+
+    local function find(items, id)
+      for _, item in ipairs(items) do
+        if item.id == id then return item end
+      end
+    end
+
+    setup(function()
+      m = helper.start_mock{ "--rooms", "20" }
+      me = ok_call("GET", "/people/me")
+      for _, p in ipairs(list_all("/people")) do
+        if p.id ~= me.id and p.status == "active" then other = other or p end
+      end
+      room = ok_call("POST", "/rooms", { title = "Fixture" })
+      team = ok_call("POST", "/teams", { name = "Fixture team" })
+      hook = ok_call("POST", "/webhooks", { name = "f", targetUrl = "https://example.com/f",
+        resource = "rooms", event = "updated" })
+    end)
+    teardown(function() m:stop() end)
+
+    -- path, id type, create body, update body, list query, and checks of the
+    -- derived fields of the created object.
+    local cases = {
+      { name = "rooms", path = "/rooms", kind = "ROOM",
+        create = function() return { title = "Launch", description = "go", isLocked = true } end,
+        update = function() return { title = "Launch 2", isLocked = false } end,
+        check = function(r)
+          assert.are.same({ "group", me.id, me.orgId, r.created, false, false },
+            { r.type, r.creatorId, r.ownerId, r.lastActivity, r.isPublic, r.isReadOnly })
+          local members = list_all("/memberships?roomId=" .. r.id)
+          assert.are.same({ me.id }, { members[1].personId })
+          assert.is_true(members[1].isModerator) -- of a locked room it made
+        end },
+      { name = "messages", path = "/messages", kind = "MESSAGE",
+        create = function() return { roomId = room.id, text = "hello" } end,
+        update = function() return { roomId = room.id, markdown = "**hello**" } end,
+        query = function() return "roomId=" .. room.id end,
+        check = function(msg)
+          assert.are.same({ room.id, "group", me.id, me.emails[1] },
+            { msg.roomId, msg.roomType, msg.personId, msg.personEmail })
+          assert.are.equal(msg.created, ok_call("GET", "/rooms/" .. room.id).lastActivity)
+        end },
+      { name = "people", path = "/people", kind = "PEOPLE",
+        create = function()
+          return { emails = { "new.person@example.com" }, firstName = "New", lastName = "Person" }
+        end,
+        update = function() return { displayName = "Renamed Person", loginEnabled = false } end,
+        check = function(p)
+          assert.are.same({ "New Person", "person", me.orgId },
+            { p.displayName, p.type, p.orgId })
+        end },
+      { name = "memberships", path = "/memberships", kind = "MEMBERSHIP",
+        create = function() return { roomId = room.id, personId = other.id } end,
+        update = function() return { isModerator = true, isRoomHidden = true } end,
+        query = function() return "roomId=" .. room.id end,
+        check = function(ms)
+          assert.are.same({ room.id, other.id, other.emails[1], other.displayName, "group", false },
+            { ms.roomId, ms.personId, ms.personEmail, ms.personDisplayName, ms.roomType,
+              ms.isModerator })
+        end },
+      { name = "teams", path = "/teams", kind = "TEAM",
+        create = function() return { name = "Blue", description = "d" } end,
+        update = function() return { name = "Green" } end,
+        check = function(t)
+          local members = list_all("/team/memberships?teamId=" .. t.id)
+          assert.are.same({ { me.id, true } }, { { members[1].personId, members[1].isModerator } })
+        end },
+      { name = "team memberships", path = "/team/memberships", kind = "TEAM_MEMBERSHIP",
+        create = function() return { teamId = team.id, personEmail = "Invited@Example.com" } end,
+        update = function() return { isModerator = true } end,
+        query = function() return "teamId=" .. team.id end,
+        check = function(tm)
+          local invited = list_all("/people?email=invited@example.com")
+          assert.are.equal(1, #invited)
+          assert.are.same({ team.id, invited[1].id, "Invited@Example.com", false },
+            { tm.teamId, tm.personId, tm.personEmail, tm.isModerator })
+        end },
+      { name = "webhooks", path = "/webhooks", kind = "WEBHOOK",
+        create = function()
+          return { name = "h", targetUrl = "https://example.com/h", resource = "messages",
+            event = "created", secret = "s" }
+        end,
+        update = function() return { name = "h2", targetUrl = "https://example.com/h2" } end,
+        check = function(h)
+          assert.are.same({ "active", "creator", "messages", "created" },
+            { h.status, h.ownedBy, h.resource, h.event })
+        end },
+    }
+
+    for _, case in ipairs(cases) do
+      it(case.name .. ": create, get, update, list, delete, then 404", function()
+        local fields = case.create()
+        local created = ok_call("POST", case.path, fields)
+        assert_webex_id(case.kind, created.id)
+        assert.matches(ISO_MS, created.created)
+        for k, v in pairs(fields) do assert.are.same(v, created[k], k) end
+        case.check(created)
+        local url = case.path .. "/" .. created.id
+        assert.are.same(created, ok_call("GET", url))
+        local changes = case.update()
+        local updated = ok_call("PUT", url, changes)
+        for k, v in pairs(changes) do
+          if k == "loginEnabled" then v = tostring(v) end -- a string in a Person
+          assert.are.same(v, updated[k], k)
+        end
+        assert.are.equal(created.id, updated.id)
+        assert.are.same(updated, ok_call("GET", url))
+        local query = case.query and "?" .. case.query() or ""
+        assert.are.same(updated, find(list_all(case.path .. query), created.id))
+        local status, headers, _, body = call("DELETE", url)
+        assert.are.same({ 204, "", nil, nil }, { status, body, headers["content-type"],
+          headers["content-length"] })
+        assert.matches(TRACKING, headers.trackingid)
+        local doc
+        status, headers, doc = call("GET", url)
+        assert.are.equal(404, status)
+        assert_error_body(doc, headers)
+        assert.is_nil(find(list_all(case.path .. query), created.id))
+        assert.are.equal(404, (call("DELETE", url)))
+      end)
+    end
+
+    it("answers 404 for unknown ids on get, update and delete of every resource", function()
+      local unknown = "Y2lzY29zcGFyazovL3VzL1JPT00vbm9uZQ"
+      for _, case in ipairs(cases) do
+        for _, method in ipairs{ "GET", "PUT", "DELETE" } do
+          local body = method == "PUT" and case.update() or nil
+          local status, headers, doc = call(method, case.path .. "/" .. unknown, body)
+          assert.are.equal(404, status, method .. " " .. case.path)
+          assert_error_body(doc, headers)
+        end
+      end
+    end)
+
+    it("sends no body with a 204 and goes on on the same connection", function()
+      local t = ok_call("POST", "/teams", { name = "Short-lived" })
+      local c = assert(helper.connect(m.port))
+      finally(function() c:close() end)
+      c:send(helper.request_text("DELETE", "/v1/teams/" .. t.id)
+        .. helper.request_text("GET", "/v1/teams/" .. t.id))
+      local lines = {}
+      repeat lines[#lines + 1] = assert(c.sock:receive("*l")) until lines[#lines] == ""
+      assert.matches("^HTTP/1%.1 204 No Content$", lines[1])
+      for _, line in ipairs(lines) do assert.is_nil(line:lower():match("^content%-")) end
+      assert.are.equal(404, assert(c:receive()).status)
+    end)
+
+    local function message_names(message, names)
+      for _, name in ipairs(names) do assert.matches(name, message, 1, true) end
+    end
+
+    -- method, path, body (table: JSON; string: raw), the names the message gives.
+    local bad = {
+      { "POST", "/rooms", {}, { "title" } },
+      { "POST", "/rooms", { title = "" }, { "title" } },
+      { "POST", "/rooms", { title = 5 }, { "title" } },
+      { "POST", "/rooms", { title = "x", isLocked = "yes" }, { "isLocked" } },
+      { "PUT", "/rooms/{room}", { isLocked = true }, { "title" } },
+      { "POST", "/messages", { text = "hi" }, { "roomId", "toPersonId", "toPersonEmail" } },
+      { "POST", "/messages", { roomId = "{room}" },
+        { "text", "markdown", "files", "attachments" } },
+      { "POST", "/messages", { roomId = "{room}", files = "x" }, { "files" } },
+      { "POST", "/messages", { roomId = "{room}", files = { 1 } }, { "files" } },
+      { "POST", "/messages", { roomId = "{room}", attachments = { a = 1 } }, { "attachments" } },
+      { "PUT", "/messages/{message}", { text = "x" }, { "roomId" } },
+      { "PUT", "/messages/{message}", { roomId = "{room}" }, { "text", "markdown" } },
+      { "GET", "/messages", nil, { "roomId" } },
+      { "GET", "/messages?roomId=", nil, { "roomId" } },
+      { "GET", "/messages?roomId={room}&max=0", nil, { "max" } },
+      { "GET", "/team/memberships", nil, { "teamId" } },
+      { "POST", "/memberships", { roomId = "{room}" }, { "personId", "personEmail" } },
+      { "POST", "/memberships", { personId = "p" }, { "roomId" } },
+      { "POST", "/memberships", { roomId = "{room}", personId = "p", isModerator = "no" },
+        { "isModerator" } },
+      { "PUT", "/memberships/{membership}", { isModerator = true }, { "isRoomHidden" } },
+      { "POST", "/team/memberships", { teamId = "{team}" }, { "personId", "personEmail" } },
+      { "POST", "/teams", { name = true }, { "name" } },
+      { "PUT", "/teams/{team}", { description = "x" }, { "name" } },
+      { "POST", "/people", {}, { "emails" } },
+      { "POST", "/people", { emails = "a@example.com" }, { "emails" } },
+      { "PUT", "/people/{me}", { nickName = "x" }, { "displayName" } },
+      { "POST", "/webhooks", { name = "h", targetUrl = "u", resource = "chairs",
+        event = "created" }, { "resource" } },
+      { "POST", "/webhooks", { name = "h", targetUrl = "u", resource = "rooms",
+        event = "exploded" }, { "event" } },
+      { "POST", "/webhooks", { name = "h", resource = "rooms", event = "created" },
+        { "targetUrl" } },
+      { "PUT", "/webhooks/{hook}", { name = "h", targetUrl = "u", status = "inactive" },
+        { "status" } },
+      { "GET", "/people?callingData=maybe", nil, { "callingData" } },
+      { "GET", "/memberships?max=0", nil, { "max" } },
+      { "GET", "/teams?max=1001", nil, { "max" } },
+      { "GET", "/webhooks?max=x", nil, { "max" } },
+      { "GET", "/people?max=1.5", nil, { "max" } },
+      { "GET", "/team/memberships?teamId={team}&cursor=bogus", nil, { "cursor" } },
+      { "POST", "/rooms", "not json", {} },
+      { "POST", "/rooms", "", {} },
+      { "POST", "/rooms", "null", {} },
+      { "POST", "/teams", "[1, 2]", {} },
+      { "POST", "/webhooks", '"a string"', {} },
+      { "PUT", "/teams/{team}", "{nope", {} },
+    }
+
+    local function fill(s, refs)
+      return (s:gsub("{(%a+)}", refs))
+    end
+
+    for i, case in ipairs(bad) do
+      local method, path, body, names = table.unpack(case)
+      local label = type(body) == "string" and ("%q"):format(body)
+        or body and helper.encode(body) or ""
+      it(("400 #%d: %s %s %s names %s"):format(i, method, path, label,
+          table.concat(names, ", ")), function()
+        local msg = ok_call("POST", "/messages", { roomId = room.id, text = "x" })
+        local ms = ok_call("POST", "/memberships", { roomId = room.id,
+          personEmail = ("someone%d@example.com"):format(i) })
+        local refs = { room = room.id, team = team.id, hook = hook.id, me = me.id,
+          message = msg.id, membership = ms.id }
+        if type(body) == "table" then
+          local copy = {}
+          for k, v in pairs(body) do copy[k] = type(v) == "string" and fill(v, refs) or v end
+          body = copy
+        end
+        local status, headers, doc = call(method, fill(path, refs), body)
+        assert.are.equal(400, status)
+        assert_error_body(doc, headers)
+        message_names(doc.message, names)
+      end)
+    end
+
+    it("ignores unknown body fields and query parameters", function()
+      local t = ok_call("POST", "/teams?color=red", { name = "Plain", color = "red" })
+      assert.is_nil(t.color)
+      assert.are.same(t, ok_call("GET", "/teams/" .. t.id .. "?color=red"))
+      local doc = ok_call("GET", "/team/memberships?teamId=" .. t.id .. "&shape=round")
+      assert.are.equal(1, #doc.items)
+    end)
+
+    it("answers 404 for unknown ids in bodies and required query parameters", function()
+      local none = "Y2lzY29zcGFyazovL3VzL1JPT00vbm9uZQ"
+      local parent = ok_call("POST", "/messages", { roomId = room.id, text = "parent" })
+      local cases404 = {
+        { "POST", "/messages", { roomId = none, text = "x" }, "roomId" },
+        { "POST", "/messages", { toPersonId = none, text = "x" }, "toPersonId" },
+        { "POST", "/messages", { roomId = room.id, parentId = none, text = "x" }, "parentId" },
+        { "PUT", "/messages/" .. parent.id, { roomId = none, text = "x" }, "roomId" },
+        { "POST", "/rooms", { title = "x", teamId = none }, "teamId" },
+        { "PUT", "/rooms/" .. room.id, { title = "Fixture", teamId = none }, "teamId" },
+        { "POST", "/memberships", { roomId = none, personId = me.id }, "roomId" },
+        { "POST", "/memberships", { roomId = room.id, personId = none }, "personId" },
+        { "POST", "/team/memberships", { teamId = none, personId = me.id }, "teamId" },
+        { "POST", "/team/memberships", { teamId = team.id, personId = none }, "personId" },
+        { "GET", "/messages?roomId=" .. none, nil, "roomId" },
+        { "GET", "/messages?roomId=" .. room.id .. "&beforeMessage=" .. none, nil,
+          "beforeMessage" },
+        { "GET", "/team/memberships?teamId=" .. none, nil, "teamId" },
+      }
+      for _, case in ipairs(cases404) do
+        local status, headers, doc = call(case[1], case[2], case[3])
+        assert.are.equal(404, status, case[1] .. " " .. case[2])
+        assert_error_body(doc, headers)
+        assert.matches(case[4], doc.message, 1, true)
+      end
+      assert.are.same({}, list_all("/messages?roomId=" .. room.id .. "&parentId=" .. none))
+    end)
+
+    it("answers 409 for a membership that exists", function()
+      local r = ok_call("POST", "/rooms", { title = "Twice" })
+      ok_call("POST", "/memberships", { roomId = r.id, personId = other.id })
+      local status, headers, doc = call("POST", "/memberships",
+        { roomId = r.id, personEmail = other.emails[1]:upper() })
+      assert.are.equal(409, status)
+      assert_error_body(doc, headers)
+      status = call("POST", "/team/memberships", { teamId = team.id, personId = me.id })
+      assert.are.equal(409, status)
+    end)
+
+    it("pages messages newest first with max=3, the Link repeating roomId", function()
+      local r = ok_call("POST", "/rooms", { title = "Paged" })
+      local sent = {}
+      for i = 1, 7 do
+        sent[8 - i] = ok_call("POST", "/messages", { roomId = r.id, text = "m" .. i }).id
+      end
+      local pages, links = walk(m.base_url .. "/messages?roomId=" .. r.id
+        .. "&max=3&color=blue")
+      assert.are.same({ 3, 3, 1 }, { #pages[1], #pages[2], #pages[3] })
+      local got = {}
+      for _, page in ipairs(pages) do
+        for _, msg in ipairs(page) do got[#got + 1] = msg.id end
+      end
+      assert.are.same(sent, got) -- all seven, once each, newest first
+      assert.are.equal(2, #links)
+      for _, link in ipairs(links) do
+        assert.matches("^<http://127%.0%.0%.1:" .. m.port .. "/v1/messages%?[^>]*>; rel=\"next\"$",
+          link)
+        for _, param in ipairs{ "max=3", "roomId=" .. r.id, "color=blue" } do
+          assert.matches("[?&]" .. param:gsub("%p", "%%%0") .. "&", link)
+        end
+      end
+    end)
+
+    it("pages memberships with max=3 and filters them", function()
+      local r = ok_call("POST", "/rooms", { title = "Crowded" })
+      for i = 1, 7 do
+        ok_call("POST", "/memberships",
+          { roomId = r.id, personEmail = ("p%d@example.com"):format(i) })
+      end
+      local pages, links = walk(m.base_url .. "/memberships?max=3&roomId=" .. r.id)
+      assert.are.same({ 3, 3, 2 }, { #pages[1], #pages[2], #pages[3] })
+      local seen, n = {}, 0
+      for _, page in ipairs(pages) do
+        for _, ms in ipairs(page) do
+          assert.are.equal(r.id, ms.roomId)
+          if not seen[ms.id] then n = n + 1 end
+          seen[ms.id] = true
+        end
+      end
+      assert.are.equal(8, n) -- me and the seven
+      for _, link in ipairs(links) do assert.matches("roomId=" .. r.id, link, 1, true) end
+      local mine = list_all("/memberships?roomId=" .. r.id .. "&personEmail=P3@EXAMPLE.COM")
+      assert.are.same({ "p3@example.com" }, { mine[1].personEmail, mine[2] })
+      mine = list_all("/memberships?roomId=" .. r.id .. "&personId=" .. me.id)
+      assert.are.equal(1, #mine)
+    end)
+
+    it("filters messages by parentId, before and beforeMessage", function()
+      local r = ok_call("POST", "/rooms", { title = "Threads" })
+      local root = ok_call("POST", "/messages", { roomId = r.id, text = "root" })
+      local reply = ok_call("POST", "/messages", { roomId = r.id, parentId = root.id, text = "re" })
+      local last = ok_call("POST", "/messages", { roomId = r.id, text = "last" })
+      local function texts(query)
+        local out = {}
+        for i, msg in ipairs(list_all("/messages?roomId=" .. r.id .. query)) do
+          out[i] = msg.text
+        end
+        return out
+      end
+      assert.are.equal(root.id, reply.parentId)
+      assert.are.same({ "re" }, texts("&parentId=" .. root.id))
+      assert.are.same({ "re", "root" }, texts("&before=" .. last.created))
+      assert.are.same({ "root" }, texts("&beforeMessage=" .. reply.id))
+      local other_room = ok_call("POST", "/rooms", { title = "Elsewhere" })
+      local status, _, doc = call("POST", "/messages",
+        { roomId = other_room.id, parentId = root.id, text = "x" })
+      assert.are.equal(400, status)
+      assert.matches("parentId", doc.message, 1, true)
+    end)
+
+    it("sends toPersonId and toPersonEmail messages to one direct room", function()
+      local a = ok_call("POST", "/messages", { toPersonId = other.id, text = "hi" })
+      local b = ok_call("POST", "/messages", { toPersonEmail = other.emails[1], markdown = "*yo*" })
+      assert.are.equal(a.roomId, b.roomId)
+      assert.are.same({ "direct", "direct", other.id, "*yo*", "*yo*" },
+        { a.roomType, b.roomType, a.toPersonId, b.markdown, b.text })
+      local dm = ok_call("GET", "/rooms/" .. a.roomId)
+      assert.are.equal("direct", dm.type)
+      local people = {}
+      for _, ms in ipairs(list_all("/memberships?roomId=" .. dm.id)) do
+        people[#people + 1] = ms.personId
+      end
+      table.sort(people)
+      local expected = { me.id, other.id }
+      table.sort(expected)
+      assert.are.same(expected, people)
+      local fresh = ok_call("POST", "/messages",
+        { toPersonEmail = "stranger@example.com", text = "?" })
+      assert.are_not.equal(a.roomId, fresh.roomId)
+      local stranger = list_all("/people?email=stranger@example.com")[1]
+      assert.are.same({ "stranger@example.com", "pending" },
+        { stranger.emails[1], stranger.status })
+      local status = call("POST", "/messages", { toPersonId = me.id, text = "me?" })
+      assert.are.equal(400, status)
+    end)
+
+    it("deleting a room deletes its messages and memberships", function()
+      local r = ok_call("POST", "/rooms", { title = "Doomed" })
+      local m1 = ok_call("POST", "/messages", { roomId = r.id, text = "one" })
+      local m2 = ok_call("POST", "/messages", { roomId = r.id, text = "two" })
+      local ms = ok_call("POST", "/memberships", { roomId = r.id, personId = other.id })
+      assert.are.equal(2, #list_all("/messages?roomId=" .. r.id))
+      assert.are.equal(204, (call("DELETE", "/rooms/" .. r.id)))
+      for _, path in ipairs{ "/messages/" .. m1.id, "/messages/" .. m2.id,
+                             "/memberships/" .. ms.id, "/messages?roomId=" .. r.id } do
+        assert.are.equal(404, (call("GET", path)), path)
+      end
+      assert.are.same({}, list_all("/memberships?roomId=" .. r.id))
+    end)
+
+    it("deleting a team deletes its team memberships", function()
+      local t = ok_call("POST", "/teams", { name = "Gone" })
+      local tm = ok_call("POST", "/team/memberships", { teamId = t.id, personId = other.id })
+      assert.are.equal(204, (call("DELETE", "/teams/" .. t.id)))
+      assert.are.equal(404, (call("GET", "/team/memberships/" .. tm.id)))
+    end)
+
+    it("/people/me is one of /people, found by email, displayName and id", function()
+      assert.are.same(me, find(list_all("/people"), me.id))
+      local pages = walk(m.base_url .. "/people?max=5")
+      assert.is_true(#pages >= 3)
+      assert.are.same({ me }, list_all("/people?email=" .. me.emails[1]:upper()))
+      local prefix = me.displayName:sub(1, 3):lower()
+      for _, p in ipairs(list_all("/people?displayName=" .. prefix)) do
+        assert.are.equal(prefix, p.displayName:sub(1, 3):lower())
+      end
+      assert.is_truthy(find(list_all("/people?displayName=" .. prefix), me.id))
+      local two = list_all("/people?id=" .. me.id .. "," .. other.id)
+      assert.are.same({ me.id, other.id }, { find(two, me.id).id, find(two, other.id).id })
+      assert.are.equal(2, #two)
+    end)
+
+    it("an update of my person shows in /people/me and my memberships", function()
+      local r = ok_call("POST", "/rooms", { title = "Renames" })
+      local before = ok_call("GET", "/people/me")
+      local after = ok_call("PUT", "/people/" .. me.id, { displayName = "Me Renamed" })
+      finally(function()
+        ok_call("PUT", "/people/" .. me.id, { displayName = before.displayName })
+      end)
+      assert.are.same(after, ok_call("GET", "/people/me"))
+      assert.are.equal("Me Renamed", list_all("/memberships?roomId=" .. r.id)[1].personDisplayName)
+    end)
+
+    it("logs writes like reads", function()
+      m:reset()
+      ok_call("POST", "/teams", { name = "Logged" })
+      local l = m:stats().log[1]
+      assert.are.same({ "POST", "/v1/teams", "", 200 }, { l.method, l.path, l.query, l.status })
+    end)
+  end)
+
+  describe("the seeded store", function()
+    local m
+    setup(function() m = helper.start_mock{ "--rooms", "12" } end)
+    teardown(function() m:stop() end)
+
+    local function items(path)
+      local _, _, doc = get(m.base_url .. path)
+      return doc.items
+    end
+
+    it("has the teams of the rooms, me in every room and team, messages, no webhooks", function()
+      local _, _, me = get(m.base_url .. "/people/me")
+      local rooms = items("/rooms?max=1000")
+      assert.are.equal(12, #rooms)
+      local teams = items("/teams")
+      assert.is_true(#teams >= 2)
+      for _, t in ipairs(teams) do
+        assert_webex_id("TEAM", t.id)
+        assert.is_string(t.name)
+        assert.matches(ISO_MS, t.created)
+        local members = items("/team/memberships?teamId=" .. t.id)
+        assert.is_true(#members >= 2)
+        local mine = 0
+        for _, tm in ipairs(members) do
+          assert_webex_id("TEAM_MEMBERSHIP", tm.id)
+          if tm.personId == me.id then mine = mine + 1 end
+        end
+        assert.are.equal(1, mine)
+      end
+      local messages = 0
+      for _, r in ipairs(rooms) do
+        if r.teamId then assert.are.equal(200, (get(m.base_url .. "/teams/" .. r.teamId))) end
+        local members = items("/memberships?roomId=" .. r.id)
+        assert.are.equal(2, #members)
+        assert.are.equal(me.id, members[1].personId)
+        for _, ms in ipairs(members) do
+          assert_webex_id("MEMBERSHIP", ms.id)
+          assert.are.equal(r.type, ms.roomType)
+        end
+        if r.type == "direct" then assert.are.equal(r.title, members[2].personDisplayName) end
+        for _, msg in ipairs(items("/messages?roomId=" .. r.id)) do
+          assert_webex_id("MESSAGE", msg.id)
+          assert.is_true(msg.created >= r.created and msg.created <= r.lastActivity)
+          messages = messages + 1
+        end
+      end
+      assert.are.equal(15, messages)
+      assert.are.same({}, items("/webhooks"))
+      assert.are.equal(12, #items("/memberships?personId=" .. me.id))
+    end)
+
+    it("is the same for the same --seed", function()
+      local again = helper.start_mock{ "--rooms", "12" }
+      finally(function() again:stop() end)
+      for _, path in ipairs{ "/people?max=1000", "/teams", "/memberships?max=1000",
+                             "/people/me" } do
+        local _, _, a = get(m.base_url .. path)
+        local _, _, b = get(again.base_url .. path)
+        assert.are.same(a, b)
       end
     end)
   end)

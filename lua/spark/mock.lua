@@ -25,9 +25,51 @@
 -- at once. SIGINT makes `run` close every socket and return; SIGTERM keeps
 -- its default action (the process ends and the kernel closes the sockets).
 --
--- API: GET /v1/rooms (max, type, sortBy, teamId, cursor; Link rel="next"),
--- GET /v1/rooms/{id}, GET /v1/people/me. Auth: `Authorization: Bearer
+-- API: every resource and operation of spark.resources under /v1 (rooms,
+-- messages, people and /people/me, memberships, teams, team/memberships,
+-- webhooks), routed and validated from that table: list (GET collection),
+-- get (GET /{id}), create (POST, JSON body -> 200 and the object), update
+-- (PUT /{id} -> 200 and the object; the fields given replace theirs), delete
+-- (DELETE /{id} -> 204, no body); an operation spark.resources adds and
+-- the mock does not know answers 501. Auth: `Authorization: Bearer
 -- <token>` with one of `tokens`. Rate limit: a token bucket per access token.
+--
+-- Store: in memory, one per server, shared by all tokens (no per-user
+-- visibility), seeded from `seed`: the rooms; the 4 teams their teamIds name;
+-- 12 people plus one per token (the token's /people/me); "me" (the first
+-- token's person) is a member of every room, with the other person of a
+-- direct room or the creator of a group room; 3 messages in each of the
+-- first 5 rooms generated; me and 2 others in each team; no webhooks.
+-- Created objects get Webex ids (base64 "ciscospark://us/<TYPE>/<uuid>",
+-- drawn from the seed),
+-- `created` (wall clock, strictly increasing) and the derived fields of the
+-- spec's schemas (creator, roomType, personEmail, ...). A room's creator
+-- becomes its member, a team's creator its moderator; a message to
+-- toPersonId/toPersonEmail goes to the direct room of the pair (created if
+-- needed); a message sets its room's lastActivity; an unknown personEmail
+-- (memberships, messages) creates a pending person, as Webex invites one.
+-- Deleting a room deletes its messages and memberships; a team, its team
+-- memberships (its rooms keep their teamId); a person, their memberships.
+--
+-- Validation (400 with the Webex error body, the message naming the field):
+-- a missing required body field or query parameter (messages roomId, team
+-- memberships teamId), none of a one_of group, a wrong JSON type or a value
+-- outside its enum (query: booleans are true/false), a body that is not a
+-- JSON object, max not an integer 1..1000 (default 100), a cursor not made
+-- here. Null and "" count as absent. Unknown fields and parameters are
+-- ignored. 404: unknown ids in the path, and a body or required query
+-- reference to an unknown room, team, person (personId, toPersonId), parent
+-- or beforeMessage. 409: a membership or team membership that exists, a
+-- person with an email taken.
+--
+-- Lists: {"items": [...]}, `max` per page, an opaque `cursor` (an offset into
+-- the current order) and `Link: <absolute url>; rel="next"` repeating max and
+-- every other parameter of the request. Filters: rooms type, teamId (sortBy
+-- id (default), lastactivity, created: newest first); messages roomId,
+-- parentId, before (ISO time), beforeMessage, newest first; people email,
+-- displayName (prefix, any case), id (comma-separated), orgId; memberships
+-- roomId, personId, personEmail; team memberships teamId; webhooks ownedBy.
+-- Other lists are in creation order.
 --
 -- Control API (only with control = true; no auth, never counted or logged):
 --   POST /_mock/script  {"responses": [entry, ...]} appends to a FIFO queue;
@@ -63,6 +105,7 @@
 local socket = require "socket"
 local cjson = require "cjson"
 local system = require "system"
+local resources = require "spark.resources"
 
 -- A private cjson instance: settings never leak to other users of cjson.
 local json = cjson.new()
@@ -89,7 +132,7 @@ local REASONS = {
   [404] = "Not Found", [405] = "Method Not Allowed", [409] = "Conflict",
   [410] = "Gone", [413] = "Payload Too Large", [415] = "Unsupported Media Type",
   [423] = "Locked", [429] = "Too Many Requests",
-  [500] = "Internal Server Error", [502] = "Bad Gateway",
+  [500] = "Internal Server Error", [501] = "Not Implemented", [502] = "Bad Gateway",
   [503] = "Service Unavailable", [504] = "Gateway Timeout",
 }
 
@@ -110,16 +153,30 @@ local CONTROL_CHARS = "[%z\1-\8\10-\31\127]"
 local B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
 local B64_STD, B64_URL = B64 .. "+/", B64 .. "-_"
 
--- Base64 without padding, as Webex ids are.
+-- Base64 without padding, as Webex ids are; 12 bits (two digits) a lookup.
+local DIGIT_PAIRS = {}
 local function base64(s, alphabet)
-  local out = {}
-  for i = 1, #s, 3 do
-    local a, b, c = s:byte(i, i + 2)
-    local n = (a << 16) | ((b or 0) << 8) | (c or 0)
-    for k = 0, (c and 3) or (b and 2) or 1 do
-      local d = (n >> (18 - 6 * k)) & 63
-      out[#out + 1] = alphabet:sub(d + 1, d + 1)
+  local pairs12 = DIGIT_PAIRS[alphabet]
+  if not pairs12 then
+    pairs12 = {}
+    for i = 0, 4095 do
+      local a, b = (i >> 6) + 1, (i & 63) + 1
+      pairs12[i] = alphabet:sub(a, a) .. alphabet:sub(b, b)
     end
+    DIGIT_PAIRS[alphabet] = pairs12
+  end
+  local out, k, len = {}, 0, #s
+  local full = len - len % 3
+  for i = 1, full, 3 do
+    local a, b, c = s:byte(i, i + 2)
+    local n = (a << 16) | (b << 8) | c
+    out[k + 1], out[k + 2], k = pairs12[n >> 12], pairs12[n & 4095], k + 2
+  end
+  if full < len then -- 1 or 2 bytes left: 2 or 3 digits
+    local a, b = s:byte(full + 1, len)
+    local n = (a << 16) | ((b or 0) << 8)
+    out[k + 1] = pairs12[n >> 12]
+    if b then out[k + 2] = pairs12[n & 4095]:sub(1, 1) end
   end
   return concat(out)
 end
@@ -149,14 +206,18 @@ end
 
 -- Query string -> table. '+' is a space, as curl encodes it and as Webex
 -- decodes it (a literal '+' comes as %2B); the first value of a name wins.
+-- Also returns the list of {name, value} in order (first values only).
 local function parse_query(query)
-  local params = {}
+  local params, list = {}, {}
   for pair in query:gsub("%+", " "):gmatch("[^&]+") do
     local name, value = pair:match("^([^=]*)=?(.*)$")
     name = url_decode(name)
-    if params[name] == nil then params[name] = url_decode(value) end
+    if params[name] == nil then
+      params[name] = url_decode(value)
+      list[#list + 1] = { name, params[name] }
+    end
   end
-  return params
+  return params, list
 end
 
 local function http_date()
@@ -165,6 +226,19 @@ end
 
 local function iso8601(ms)
   return os.date("!%Y-%m-%dT%H:%M:%S", ms // 1000) .. format(".%03dZ", ms % 1000)
+end
+
+local function sorted_keys(t)
+  local keys = {}
+  for k in pairs(t) do keys[#keys + 1] = k end
+  table.sort(keys)
+  return keys
+end
+
+-- "a", "a or b", "a, b or c"
+local function join_or(list)
+  if #list < 2 then return list[1] or "" end
+  return concat(list, ", ", 1, #list - 1) .. " or " .. list[#list]
 end
 
 local function is_array(t)
@@ -211,45 +285,83 @@ local function pick(rand, list)
 end
 
 ---------------------------------------------------------------------------
--- Store: collections of resources, pre-encoded, with cached sorted views.
--- Resources added later (messages, memberships, ...) get a Collection each.
+-- Store: collections of resources, encoded lazily, with cached sorted and
+-- filtered views. Items keep their creation order; `rank` numbers them.
 
 local Collection = {}
 Collection.__index = Collection
 
--- orders: name -> comparator(a, b) for table.sort.
+-- orders: name -> comparator(a, b, rank) for table.sort.
 function Collection.new(orders)
-  return setmetatable({ items = {}, by_id = {}, encoded = {}, orders = orders,
-    views = {}, nviews = 0 }, Collection)
+  return setmetatable({ items = {}, by_id = {}, encoded = {}, rank = {}, nrank = 0,
+    orders = orders or {}, views = {}, nviews = 0 }, Collection)
+end
+
+-- Forgets the cached encodings of `item` (when given) and every view.
+function Collection:changed(item)
+  if item then self.encoded[item] = nil end
+  if self.nviews > 0 then self.views, self.nviews = {}, 0 end
 end
 
 function Collection:add(item)
   self.items[#self.items + 1] = item
   self.by_id[item.id] = item
-  self.encoded[item] = json.encode(item)
-  self.views, self.nviews = {}, 0
+  self.nrank = self.nrank + 1
+  self.rank[item] = self.nrank
+  self:changed()
+  return item
 end
 
-function Collection:get_json(id)
-  local item = self.by_id[id]
-  return item and self.encoded[item]
+function Collection:remove(item)
+  if self.by_id[item.id] ~= item then return end
+  for i, x in ipairs(self.items) do
+    if x == item then table.remove(self.items, i); break end
+  end
+  self.by_id[item.id], self.rank[item] = nil, nil
+  self:changed(item)
 end
 
--- The encoded items in `order`, keeping those whose fields equal the
--- filter's ({{field, value}, ...}); cached so that paging is O(page).
+function Collection:get(id)
+  return self.by_id[id]
+end
+
+function Collection:json(item)
+  local text = self.encoded[item]
+  if not text then
+    text = json.encode(item)
+    self.encoded[item] = text
+  end
+  return text
+end
+
+-- The items for which pred(item) is true, in creation order.
+function Collection:select(pred)
+  local out = {}
+  for _, item in ipairs(self.items) do
+    if pred(item) then out[#out + 1] = item end
+  end
+  return out
+end
+
+-- The encoded items in `order` (nil: creation order), keeping those that
+-- pass every predicate of filter ({{key, pred}, ...}; the keys name the
+-- filter in the cache); cached so that paging is O(page).
 function Collection:view(order, filter)
-  local key = { order }
-  for _, f in ipairs(filter) do key[#key + 1] = f[1] .. "=" .. f[2] end
+  local key = { order or "" }
+  for _, f in ipairs(filter) do key[#key + 1] = f[1] end
   key = concat(key, "\0")
   local view = self.views[key]
   if view then return view end
   local sorted = table.move(self.items, 1, #self.items, 1, {})
-  table.sort(sorted, self.orders[order])
+  if order then
+    local cmp, rank = self.orders[order], self.rank
+    table.sort(sorted, function(a, b) return cmp(a, b, rank) end)
+  end
   view = {}
   for _, item in ipairs(sorted) do
     local keep = true
-    for _, f in ipairs(filter) do keep = keep and item[f[1]] == f[2] end
-    if keep then view[#view + 1] = self.encoded[item] end
+    for _, f in ipairs(filter) do keep = keep and f[2](item) end
+    if keep then view[#view + 1] = self:json(item) end
   end
   if self.nviews >= MAX_VIEWS then self.views, self.nviews = {}, 0 end
   self.views[key], self.nviews = view, self.nviews + 1
@@ -266,15 +378,29 @@ local function newest(field)
   end
 end
 
+-- Newest first on `field`, ties broken by creation order (newest first).
+local function latest(field)
+  return function(a, b, rank)
+    if a[field] ~= b[field] then return a[field] > b[field] end
+    return rank[a] > rank[b]
+  end
+end
+
 local FIRST = { "John", "Maria", "Wei", "Aisha", "Lars", "Priya", "Kenji", "Sofia",
   "Omar", "Emma", "Diego", "Ingrid" }
 local LAST = { "Andersen", "Garcia", "Chen", "Okafor", "Nilsson", "Sharma", "Sato",
   "Rossi", "Haddad", "Martin", "Lopez", "Berg" }
 local WORDS = { "Unicorn", "Falcon", "Atlas", "Nimbus", "Orion", "Zephyr", "Comet", "Harbor" }
 local KINDS = { "Project", "Team", "Release", "Support", "Design", "Ops" }
+local SQUADS = { "Squad", "Crew", "Guild", "Lab" }
+local LINES = { "Morning all, standup in 5", "Build is green again", "Can you review my PR?",
+  "Shipping the release today", "Notes from the meeting are in the doc", "Thanks!",
+  "Who owns the on-call this week?", "Lunch at noon?" }
 
 local EPOCH_MS = 1451606400000            -- 2016-01-01T00:00:00Z
 local SPAN_MS = 8 * 365 * 24 * 3600 * 1000 -- rooms are created over 8 years
+-- No generated time is later: created objects are always newer.
+local SEEDED_END_MS = EPOCH_MS + SPAN_MS + SPAN_MS // 4
 
 local function make_person(rand, n, org_id)
   local first, last = pick(rand, FIRST), pick(rand, LAST)
@@ -293,17 +419,22 @@ local function make_person(rand, n, org_id)
   }
 end
 
+-- A room; the other person of a direct room; created and lastActivity in ms.
 local function make_room(rand, n, ctx)
   local direct = n % 3 == 0
   local created = EPOCH_MS + rand(SPAN_MS)
+  local id = webex_id("ROOM", rand)
+  local last = created + rand(SPAN_MS // 4)
   local room = {
-    id = webex_id("ROOM", rand), type = direct and "direct" or "group",
+    id = id, type = direct and "direct" or "group",
     isLocked = false, isAnnouncementOnly = false, isReadOnly = false, isPublic = false,
-    created = iso8601(created), lastActivity = iso8601(created + rand(SPAN_MS // 4)),
+    created = iso8601(created), lastActivity = iso8601(last),
     creatorId = pick(rand, ctx.people).id, ownerId = ctx.org_id,
   }
+  local other
   if direct then
-    room.title = pick(rand, ctx.people).displayName
+    other = pick(rand, ctx.people)
+    room.title = other.displayName
     room.isReadOnly = rand(20) == 0
   else
     room.title = format("%s %s - Sprint %d", pick(rand, KINDS), pick(rand, WORDS), rand(40))
@@ -317,7 +448,140 @@ local function make_room(rand, n, ctx)
       room.description = "Open to everyone in the organization"
     end
   end
+  return room, other, { created, last }
+end
+
+local Store = {}
+Store.__index = Store
+
+-- The collection of a resource (created empty for one the mock does not
+-- seed).
+function Store:collection(name)
+  local c = self.c[name]
+  if not c then
+    c = Collection.new()
+    self.c[name] = c
+  end
+  return c
+end
+
+-- A new id of `kind` (ROOM, MESSAGE, ...), drawn from the store's generator.
+function Store:new_id(kind)
+  return webex_id(kind, self.rand)
+end
+
+-- Now, as an ISO 8601 time in ms, strictly later than any time given before.
+function Store:now()
+  local ms = math.floor(system.gettime() * 1000)
+  if ms <= self.last_ms then ms = self.last_ms + 1 end
+  self.last_ms = ms
+  return iso8601(ms)
+end
+
+function Store:person_by_email(email)
+  email = email:lower()
+  for _, p in ipairs(self.c.people.items) do
+    for _, e in ipairs(p.emails or {}) do
+      if type(e) == "string" and e:lower() == email then return p end
+    end
+  end
+end
+
+-- The person with `email`, invited (created, pending) when unknown.
+function Store:invite(email)
+  local person = self:person_by_email(email)
+  if person then return person end
+  local now = self:now()
+  return self.c.people:add{ id = self:new_id("PEOPLE"), emails = { email },
+    displayName = email, orgId = self.org_id, created = now, lastModified = now,
+    type = "person", status = "pending", invitePending = "true", loginEnabled = "false" }
+end
+
+-- New (not yet stored) memberships of a room and of a team.
+function Store:membership(room, person, is_moderator, created)
+  return { id = self:new_id("MEMBERSHIP"), roomId = room.id,
+    personId = person.id, personEmail = person.emails and person.emails[1],
+    personDisplayName = person.displayName, personOrgId = person.orgId,
+    isModerator = is_moderator, isMonitor = false, isRoomHidden = false,
+    roomType = room.type, created = created }
+end
+
+function Store:add_membership(room, person, is_moderator, created)
+  return self.c.memberships:add(self:membership(room, person, is_moderator, created))
+end
+
+function Store:team_membership(team, person, is_moderator, created)
+  return { id = self:new_id("TEAM_MEMBERSHIP"), teamId = team.id,
+    personId = person.id, personEmail = person.emails and person.emails[1],
+    personDisplayName = person.displayName, personOrgId = person.orgId,
+    isModerator = is_moderator, created = created }
+end
+
+function Store:add_team_membership(team, person, is_moderator, created)
+  return self.c.team_memberships:add(self:team_membership(team, person, is_moderator, created))
+end
+
+local function pair_key(a, b)
+  if a > b then a, b = b, a end
+  return a .. " " .. b
+end
+
+-- The direct room of two people, created (with both memberships) if none.
+function Store:direct_room(me, other)
+  local key = pair_key(me.id, other.id)
+  local room = self.direct[key]
+  if room and self.c.rooms:get(room.id) == room then return room end
+  local now = self:now()
+  room = self.c.rooms:add{ id = self:new_id("ROOM"), type = "direct",
+    title = other.displayName, isLocked = false, isAnnouncementOnly = false,
+    isReadOnly = false, isPublic = false, created = now, lastActivity = now,
+    creatorId = me.id, ownerId = self.org_id }
+  self:add_membership(room, me, false, now)
+  self:add_membership(room, other, false, now)
+  self.direct[key] = room
   return room
+end
+
+local function add_message(store, room, person, created, text, parent)
+  return store.c.messages:add{ id = store:new_id("MESSAGE"), roomId = room.id,
+    roomType = room.type, text = text, personId = person.id,
+    personEmail = person.emails[1], created = created, parentId = parent and parent.id }
+end
+
+-- Memberships, teams, team memberships and messages around the rooms, from
+-- a generator of their own (the rooms stay those of the seed).
+local function seed_relations(store, ctx, others, times, rand)
+  local c, me = store.c, store.default_user.person
+  local by_id_people = {}
+  for _, p in ipairs(ctx.people) do by_id_people[p.id] = p end
+  for i, id in ipairs(ctx.teams) do
+    local team = c.teams:add{ id = id, created = iso8601(EPOCH_MS + rand(SPAN_MS // 2)),
+      name = format("%s %s", pick(rand, WORDS), pick(rand, SQUADS)) }
+    if i % 2 == 1 then team.description = "The " .. team.name .. " team" end
+    store:add_team_membership(team, me, i <= 2, team.created)
+    local a = rand(#ctx.people) + 1
+    local b = (a + rand(#ctx.people - 1)) % #ctx.people + 1 -- another one
+    store:add_team_membership(team, ctx.people[a], false, team.created)
+    store:add_team_membership(team, ctx.people[b], false, team.created)
+  end
+  for n, room in ipairs(c.rooms.items) do
+    local other = others[n] or by_id_people[room.creatorId]
+    store:add_membership(room, me, room.type == "group" and room.isLocked, room.created)
+    store:add_membership(room, other, room.type == "group" and room.isLocked, room.created)
+    if room.type == "direct" then
+      local key = pair_key(me.id, other.id)
+      store.direct[key] = store.direct[key] or room
+    end
+    if n <= 5 then -- three messages over the room's life, the last a reply in room 1
+      local t0, t1 = times[n][1], times[n][2]
+      local first
+      for k = 1, 3 do
+        local msg = add_message(store, room, k == 2 and other or me,
+          iso8601(t0 + (t1 - t0) * k // 4), pick(rand, LINES), k == 3 and n == 1 and first or nil)
+        first = first or msg
+      end
+    end
+  end
 end
 
 -- The generated data. Rooms and the users behind the tokens draw from
@@ -327,15 +591,31 @@ local function new_store(cfg)
   local ctx = { org_id = webex_id("ORGANIZATION", rand), teams = {}, people = {} }
   for i = 1, 4 do ctx.teams[i] = webex_id("TEAM", rand) end
   for i = 1, 12 do ctx.people[i] = make_person(rand, 100 + i, ctx.org_id) end
-  local rooms = Collection.new{ id = by_id, lastactivity = newest("lastActivity"),
+  local store = setmetatable({ c = {}, direct = {}, users = {}, org_id = ctx.org_id,
+    rand = new_rng(cfg.seed ~ 0x1D5), last_ms = SEEDED_END_MS }, Store)
+  local c = store.c
+  c.rooms = Collection.new{ id = by_id, lastactivity = newest("lastActivity"),
     created = newest("created") }
-  for n = 1, cfg.rooms do rooms:add(make_room(rand, n, ctx)) end
-  local users, user_rand = {}, new_rng(cfg.seed ~ 0x5EED)
+  c.messages = Collection.new{ newest = latest("created") }
+  for _, name in ipairs{ "people", "memberships", "teams", "team_memberships", "webhooks" } do
+    c[name] = Collection.new()
+  end
+  local others, times = {}, {}
+  for n = 1, cfg.rooms do
+    local room
+    room, others[n], times[n] = make_room(rand, n, ctx)
+    c.rooms:add(room)
+  end
+  for _, p in ipairs(ctx.people) do c.people:add(p) end
+  local user_rand = new_rng(cfg.seed ~ 0x5EED)
   for i, token in ipairs(cfg.tokens) do
     local person = make_person(user_rand, i, ctx.org_id)
-    users[token] = { person = person, json = json.encode(person) }
+    c.people:add(person)
+    store.users[token] = { person = person }
   end
-  return { rooms = rooms, users = users, default_user = users[cfg.tokens[1]] }
+  store.default_user = store.users[cfg.tokens[1]]
+  seed_relations(store, ctx, others, times, new_rng(cfg.seed ~ 0xDA7A))
+  return store
 end
 
 ---------------------------------------------------------------------------
@@ -375,8 +655,11 @@ local function error_body(message, tracking_id)
 end
 
 -- The response's head (status line and headers) and body.
+-- A 204 has neither body nor Content-Type nor Content-Length.
 local function render(res, tracking_id, connection)
   local body = res.body or error_body(res.message, tracking_id)
+  local empty = res.status == 204
+  if empty then body = "" end
   local head = { format("HTTP/1.1 %d %s", res.status, REASONS[res.status] or "Unknown") }
   local given = {}
   for _, h in ipairs(res.headers) do
@@ -388,8 +671,8 @@ local function render(res, tracking_id, connection)
   end
   default("TrackingID", tracking_id)
   default("Date", http_date())
-  default("Content-Type", JSON_TYPE)
-  default("Content-Length", tostring(#body))
+  default("Content-Type", not empty and JSON_TYPE)
+  default("Content-Length", not empty and tostring(#body))
   default("Connection", connection)
   head[#head + 1] = "\r\n"
   return concat(head, "\r\n"), body
@@ -425,12 +708,16 @@ local function with_allow(routes)
 end
 
 ---------------------------------------------------------------------------
--- /v1 resources
+-- /v1 resources: routes, validation and generic handlers built from
+-- spark.resources; BEHAVIOURS adds what each resource does beyond storing.
 
-local ROOM_ORDERS = { id = true, lastactivity = true, created = true }
-local ROOM_TYPES = { direct = true, group = true }
-local ROOM_FILTERS = { "type", "teamId" }
-local ROOM_LINK_PARAMS = { "type", "sortBy", "teamId" }
+local function bad_request(message) return error_response(400, message) end
+
+local function not_found(field, what)
+  return error_response(404, format("Could not find the %s given by %s", what, field))
+end
+
+local function conflict(message) return error_response(409, message) end
 
 local function parse_max(value)
   if value == nil then return 100 end
@@ -447,17 +734,111 @@ local function decode_cursor(cursor)
   return offset and tonumber(offset)
 end
 
+-- Null, "" and empty tables count as not given.
+local function given(v)
+  return v ~= nil and v ~= cjson.null and v ~= ""
+    and not (type(v) == "table" and next(v) == nil)
+end
+
+-- Type checks of spark.resources: an error message naming `name`, or nil.
+local function check_query_value(t, v, name)
+  if t == "max" then
+    if not parse_max(v) then return name .. " must be an integer from 1 to 1000" end
+  elseif t == "boolean" then
+    if v ~= "true" and v ~= "false" then return name .. " must be true or false" end
+  elseif type(t) == "table" then
+    for _, allowed in ipairs(t) do
+      if v == allowed then return nil end
+    end
+    return name .. " must be " .. join_or(t)
+  end
+end
+
+local function check_body_value(t, v, name)
+  if t == "string" or t == "boolean" then
+    if type(v) ~= t then return format("%s must be a %s", name, t) end
+  elseif t == "max" then
+    if math.type(v) == nil or v ~= math.floor(v) or v < 1 or v > 1000 then
+      return name .. " must be an integer from 1 to 1000"
+    end
+  elseif t == "strings" or t == "array" then
+    if type(v) ~= "table" or not is_array(v) then
+      return format("%s must be an array%s", name, t == "strings" and " of strings" or "")
+    end
+    for _, x in ipairs(t == "strings" and v or {}) do
+      if type(x) ~= "string" then return name .. " must be an array of strings" end
+    end
+  elseif t == "object" then
+    if type(v) ~= "table" or (next(v) ~= nil and is_array(v)) then
+      return name .. " must be an object"
+    end
+  elseif type(t) == "table" then
+    for _, allowed in ipairs(t) do
+      if v == allowed then return nil end
+    end
+    return name .. " must be " .. join_or(t)
+  end
+end
+
+-- required and one_of over `values`: an error message, or nil.
+local function check_presence(op, values)
+  for _, name in ipairs(op.required or {}) do
+    if not given(values[name]) then return name .. " is required" end
+  end
+  for _, group in ipairs(op.one_of or {}) do
+    local any = false
+    for _, name in ipairs(group) do any = any or given(values[name]) end
+    if not any then return "One of " .. join_or(group) .. " is required" end
+  end
+end
+
+-- The query parameters the operation knows: nil, or a 400 response. Query
+-- presence rules apply to operations without a body.
+local function check_query(op, params)
+  local query = op.query or {}
+  for _, name in ipairs(sorted_keys(query)) do
+    local v = params[name]
+    local message = v ~= nil and check_query_value(query[name], v, name)
+    if message then return bad_request(message) end
+  end
+  if not op.body then
+    local message = check_presence(op, params)
+    if message then return bad_request(message) end
+  end
+end
+
+-- The body's known fields (nulls dropped): fields, or nil and a 400.
+local function read_fields(op, body)
+  local ok, doc = pcall(json.decode, body or "")
+  if not ok or type(doc) ~= "table" or (next(doc) ~= nil and is_array(doc)) then
+    return nil, bad_request("The request body must be a JSON object")
+  end
+  local fields = {}
+  for name, value in pairs(doc) do
+    if op.body[name] ~= nil and value ~= cjson.null then fields[name] = value end
+  end
+  local message = check_presence(op, fields)
+  if message then return nil, bad_request(message) end
+  for _, name in ipairs(sorted_keys(fields)) do
+    message = check_body_value(op.body[name], fields[name], name)
+    if message then return nil, bad_request(message) end
+  end
+  return fields
+end
+
 -- A page of `view` as {"items": [...]}, with a Link to the next page that
--- repeats max, the given `link_params` of the request, and the cursor.
-local function page_response(server, req, view, offset, max, link_params)
+-- repeats max, every other parameter of the request, and the cursor.
+local function page_response(server, req, view, offset, max)
   local last = math.min(offset + max, #view)
   local body = '{"items":[' .. concat(view, ",", offset + 1, last) .. "]}"
   local headers = {}
   if last < #view then
     local q = { "max=" .. max }
-    for _, name in ipairs(link_params) do
-      local value = req.params[name]
-      if value then q[#q + 1] = name .. "=" .. url_encode(value) end
+    local _, list = parse_query(req.query)
+    for _, pair in ipairs(list) do
+      if pair[1] ~= "max" and pair[1] ~= "cursor" then
+        q[#q + 1] = url_encode(pair[1]) .. "=" .. url_encode(pair[2])
+      end
     end
     q[#q + 1] = "cursor=" .. encode_cursor(last)
     local link = format('<%s%s?%s>; rel="next"', server.base_url, req.path:sub(4), concat(q, "&"))
@@ -466,44 +847,410 @@ local function page_response(server, req, view, offset, max, link_params)
   return json_response(200, body, headers)
 end
 
-local function list_rooms(server, req)
-  local p = req.params
-  local max = parse_max(p.max)
-  if not max then return error_response(400, "max must be an integer from 1 to 1000") end
-  if p.type and not ROOM_TYPES[p.type] then
-    return error_response(400, "type must be direct or group")
+-- Copies the given `fields` named in `names` (all when nil) into item.
+local function assign(item, fields, names)
+  if names then
+    for _, name in ipairs(names) do
+      if fields[name] ~= nil then item[name] = fields[name] end
+    end
+  else
+    for name, value in pairs(fields) do item[name] = value end
   end
-  if p.sortBy and not ROOM_ORDERS[p.sortBy] then
-    return error_response(400, "sortBy must be id, lastactivity or created")
-  end
-  local offset = 0
-  if p.cursor then
-    offset = decode_cursor(p.cursor)
-    if not offset then return error_response(400, "Invalid cursor") end
-  end
-  local filter = {}
-  for _, name in ipairs(ROOM_FILTERS) do
-    if p[name] then filter[#filter + 1] = { name, p[name] } end
-  end
-  local view = server.store.rooms:view(p.sortBy or "id", filter)
-  return page_response(server, req, view, offset, max, ROOM_LINK_PARAMS)
+  return item
 end
 
-local function get_room(server, _, id)
-  local body = server.store.rooms:get_json(url_decode(id))
-  if not body then return error_response(404) end
-  return json_response(200, body)
+local function equals(field)
+  return function(value) return function(item) return item[field] == value end end
 end
 
-local function get_me(_, req)
-  return json_response(200, req.user.json)
+local function equals_any_case(field)
+  return function(value)
+    value = value:lower()
+    return function(item) return type(item[field]) == "string" and item[field]:lower() == value end
+  end
 end
 
-local API_ROUTES = with_allow{
-  { "^/v1/rooms$", GET = list_rooms },
-  { "^/v1/rooms/([^/]+)$", GET = get_room },
-  { "^/v1/people/me$", GET = get_me },
+-- The person of personId (404 when unknown) or personEmail (invited).
+local function person_of(store, fields, id_field, email_field)
+  if not given(fields[id_field]) then return store:invite(fields[email_field]) end
+  local person = store.c.people:get(fields[id_field])
+  if not person then return nil, not_found(id_field, "person") end
+  return person
+end
+
+-- Updates the copies of a person's email and name in their memberships.
+local function refresh_memberships(store, person)
+  for _, name in ipairs{ "memberships", "team_memberships" } do
+    local c = store.c[name]
+    for _, m in ipairs(c:select(function(x) return x.personId == person.id end)) do
+      m.personEmail, m.personDisplayName = person.emails and person.emails[1], person.displayName
+      c:changed(m)
+    end
+  end
+end
+
+local function remove_where(store, name, pred)
+  local c = store.c[name]
+  for _, item in ipairs(c:select(pred)) do c:remove(item) end
+end
+
+-- What a resource does beyond storing the fields it is given:
+--   type (of its ids), orders, default_order, sort_param, filters (query
+--   parameter -> function(value, store) -> predicate), check_list(store,
+--   params) -> nil or a response, create(store, user, fields) -> item or
+--   nil, response; update(store, user, item, fields) -> nil or a response;
+--   delete(store, item) (before it is removed); ops: handlers(server, req,
+--   op) of operations other than list, get, create, update and delete.
+local BEHAVIOURS = {}
+
+BEHAVIOURS.rooms = {
+  type = "ROOM", default_order = "id", sort_param = "sortBy",
+  filters = { type = equals("type"), teamId = equals("teamId") },
+  create = function(store, user, f)
+    if given(f.teamId) and not store.c.teams:get(f.teamId) then
+      return nil, not_found("teamId", "team")
+    end
+    local now, me = store:now(), user.person
+    local room = assign({ id = store:new_id("ROOM"), type = "group", isLocked = false,
+      isAnnouncementOnly = false, isReadOnly = false, isPublic = false, created = now,
+      lastActivity = now, creatorId = me.id, ownerId = store.org_id }, f)
+    if room.isPublic then room.madePublic = now end
+    store:add_membership(room, me, room.isLocked, now)
+    return room
+  end,
+  update = function(store, _, room, f)
+    if given(f.teamId) and not store.c.teams:get(f.teamId) then
+      return not_found("teamId", "team")
+    end
+    assign(room, f)
+    if room.isPublic and not room.madePublic then room.madePublic = store:now() end
+    if not room.isPublic then room.madePublic = nil end
+  end,
+  delete = function(store, room)
+    remove_where(store, "messages", function(m) return m.roomId == room.id end)
+    remove_where(store, "memberships", function(m) return m.roomId == room.id end)
+  end,
 }
+
+BEHAVIOURS.messages = {
+  type = "MESSAGE", default_order = "newest",
+  filters = {
+    roomId = equals("roomId"), parentId = equals("parentId"),
+    before = function(value) return function(m) return m.created < value end end,
+    beforeMessage = function(value, store)
+      local ref = store.c.messages:get(value)
+      return function(m) return m.created < ref.created end
+    end,
+  },
+  check_list = function(store, p)
+    if not store.c.rooms:get(p.roomId) then return not_found("roomId", "room") end
+    if p.beforeMessage and not store.c.messages:get(p.beforeMessage) then
+      return not_found("beforeMessage", "message")
+    end
+  end,
+  create = function(store, user, f)
+    local me, room = user.person
+    if given(f.roomId) then
+      room = store.c.rooms:get(f.roomId)
+      if not room then return nil, not_found("roomId", "room") end
+    else
+      local field = given(f.toPersonId) and "toPersonId" or "toPersonEmail"
+      local other, err = person_of(store, f, "toPersonId", "toPersonEmail")
+      if not other then return nil, err end
+      if other.id == me.id then return nil, bad_request(field .. " must not be yourself") end
+      room = store:direct_room(me, other)
+    end
+    if given(f.parentId) then
+      local parent = store.c.messages:get(f.parentId)
+      if not parent then return nil, not_found("parentId", "message") end
+      if parent.roomId ~= room.id then
+        return nil, bad_request("parentId must be a message of the same room")
+      end
+    end
+    local now = store:now()
+    local msg = assign({ id = store:new_id("MESSAGE"), roomId = room.id, roomType = room.type,
+      personId = me.id, personEmail = me.emails and me.emails[1], created = now }, f,
+      { "parentId", "toPersonId", "toPersonEmail", "text", "markdown", "files", "attachments" })
+    msg.text = msg.text or msg.markdown
+    room.lastActivity = now
+    store.c.rooms:changed(room)
+    return msg
+  end,
+  update = function(store, _, msg, f)
+    if not store.c.rooms:get(f.roomId) then return not_found("roomId", "room") end
+    if f.roomId ~= msg.roomId then return bad_request("roomId must be the message's room") end
+    msg.markdown = f.markdown
+    msg.text = f.text or f.markdown
+  end,
+}
+
+BEHAVIOURS.people = {
+  type = "PEOPLE",
+  filters = {
+    email = function(value)
+      value = value:lower()
+      return function(p)
+        for _, e in ipairs(p.emails or {}) do
+          if type(e) == "string" and e:lower() == value then return true end
+        end
+        return false
+      end
+    end,
+    displayName = function(value)
+      value = value:lower()
+      return function(p)
+        return type(p.displayName) == "string" and p.displayName:lower():sub(1, #value) == value
+      end
+    end,
+    id = function(value)
+      local set = {}
+      for id in value:gmatch("[^,%s]+") do set[id] = true end
+      return function(p) return set[p.id] == true end
+    end,
+    orgId = equals("orgId"),
+  },
+  create = function(store, _, f)
+    for _, email in ipairs(f.emails) do
+      if store:person_by_email(email) then
+        return nil, conflict("emails: a person with " .. email .. " exists")
+      end
+    end
+    local now = store:now()
+    local person = assign({ id = store:new_id("PEOPLE"), orgId = store.org_id, created = now,
+      lastModified = now, type = "person", status = "inactive", invitePending = "true",
+      loginEnabled = "true" }, f)
+    person.displayName = person.displayName or (f.firstName and f.lastName
+      and f.firstName .. " " .. f.lastName) or f.emails[1]
+    person.nickName = person.nickName or f.firstName
+    return person
+  end,
+  update = function(store, _, person, f)
+    for _, email in ipairs(f.emails or {}) do
+      local owner = store:person_by_email(email)
+      if owner and owner ~= person then
+        return conflict("emails: a person with " .. email .. " exists")
+      end
+    end
+    assign(person, f)
+    if f.loginEnabled ~= nil then person.loginEnabled = tostring(f.loginEnabled) end
+    person.lastModified = store:now()
+    refresh_memberships(store, person)
+  end,
+  delete = function(store, person)
+    remove_where(store, "memberships", function(m) return m.personId == person.id end)
+    remove_where(store, "team_memberships", function(m) return m.personId == person.id end)
+  end,
+  ops = {
+    me = function(server, req)
+      local people = server.store.c.people
+      local person = people:get(req.user.person.id)
+      if not person then return error_response(404) end
+      return json_response(200, people:json(person))
+    end,
+  },
+}
+
+BEHAVIOURS.memberships = {
+  type = "MEMBERSHIP",
+  filters = { roomId = equals("roomId"), personId = equals("personId"),
+    personEmail = equals_any_case("personEmail") },
+  create = function(store, _, f)
+    local room = store.c.rooms:get(f.roomId)
+    if not room then return nil, not_found("roomId", "room") end
+    local person, err = person_of(store, f, "personId", "personEmail")
+    if not person then return nil, err end
+    for _, m in ipairs(store.c.memberships.items) do
+      if m.roomId == room.id and m.personId == person.id then
+        return nil, conflict("The person is already a member of the room")
+      end
+    end
+    return store:membership(room, person, f.isModerator or false, store:now())
+  end,
+  update = function(_, _, m, f) assign(m, f, { "isModerator", "isRoomHidden" }) end,
+}
+
+BEHAVIOURS.teams = {
+  type = "TEAM",
+  create = function(store, user, f)
+    local now = store:now()
+    local team = { id = store:new_id("TEAM"), name = f.name, description = f.description,
+      created = now }
+    store:add_team_membership(team, user.person, true, now)
+    return team
+  end,
+  update = function(_, _, team, f) assign(team, f, { "name", "description" }) end,
+  delete = function(store, team)
+    remove_where(store, "team_memberships", function(m) return m.teamId == team.id end)
+  end,
+}
+
+BEHAVIOURS.team_memberships = {
+  type = "TEAM_MEMBERSHIP",
+  filters = { teamId = equals("teamId") },
+  check_list = function(store, p)
+    if not store.c.teams:get(p.teamId) then return not_found("teamId", "team") end
+  end,
+  create = function(store, _, f)
+    local team = store.c.teams:get(f.teamId)
+    if not team then return nil, not_found("teamId", "team") end
+    local person, err = person_of(store, f, "personId", "personEmail")
+    if not person then return nil, err end
+    for _, m in ipairs(store.c.team_memberships.items) do
+      if m.teamId == team.id and m.personId == person.id then
+        return nil, conflict("The person is already a member of the team")
+      end
+    end
+    return store:team_membership(team, person, f.isModerator or false, store:now())
+  end,
+  update = function(_, _, m, f) assign(m, f, { "isModerator" }) end,
+}
+
+BEHAVIOURS.webhooks = {
+  type = "WEBHOOK",
+  filters = { ownedBy = equals("ownedBy") },
+  create = function(store, _, f)
+    return assign({ id = store:new_id("WEBHOOK"), ownedBy = "creator", status = "active",
+      created = store:now() }, f)
+  end,
+}
+
+-- A resource without BEHAVIOURS stores its fields as they come.
+local function kind_of(name)
+  local kind = BEHAVIOURS[name]
+  if not kind then
+    kind = { type = name:upper():gsub("S$", "") }
+    BEHAVIOURS[name] = kind
+  end
+  return kind
+end
+
+-- The generic handler of one operation of resource `name`: function(server,
+-- req, id) -> response.
+local function operation_handler(name, opname, op)
+  local kind = kind_of(name)
+  local custom = kind.ops and kind.ops[opname]
+  if custom then
+    return function(server, req)
+      return check_query(op, req.params) or custom(server, req, op)
+    end
+  end
+  local function item_of(server, id)
+    local c = server.store:collection(name)
+    local item = c:get(url_decode(id))
+    if not item then return nil, error_response(404) end
+    return item, c
+  end
+  if op.method == "GET" and op.list then
+    return function(server, req)
+      local p, store = req.params, server.store
+      local err = check_query(op, p)
+      if err then return err end
+      local max = parse_max(p.max)
+      if not max then return bad_request("max must be an integer from 1 to 1000") end
+      local offset = 0
+      if p.cursor then
+        offset = decode_cursor(p.cursor)
+        if not offset then return bad_request("Invalid cursor") end
+      end
+      err = kind.check_list and kind.check_list(store, p)
+      if err then return err end
+      local filter = {}
+      for _, param in ipairs(sorted_keys(kind.filters or {})) do
+        if p[param] then
+          filter[#filter + 1] = { param .. "=" .. p[param], kind.filters[param](p[param], store) }
+        end
+      end
+      local order = kind.sort_param and p[kind.sort_param] or kind.default_order
+      local view = store:collection(name):view(order, filter)
+      return page_response(server, req, view, offset, max)
+    end
+  elseif op.method == "GET" and op.id then
+    return function(server, req, id)
+      local err = check_query(op, req.params)
+      if err then return err end
+      local item, c = item_of(server, id)
+      if not item then return c end
+      return json_response(200, c:json(item))
+    end
+  elseif op.method == "POST" and not op.id and op.body then
+    return function(server, req)
+      local err = check_query(op, req.params)
+      if err then return err end
+      local fields
+      fields, err = read_fields(op, req.body)
+      if not fields then return err end
+      local store, item = server.store
+      if kind.create then
+        item, err = kind.create(store, req.user, fields)
+        if not item then return err end
+      else
+        item = assign({ id = store:new_id(kind.type), created = store:now() }, fields)
+      end
+      local c = store:collection(name)
+      return json_response(200, c:json(c:add(item)))
+    end
+  elseif op.method == "PUT" and op.id and op.body then
+    return function(server, req, id)
+      local err = check_query(op, req.params)
+      if err then return err end
+      local item, c = item_of(server, id)
+      if not item then return c end
+      local fields
+      fields, err = read_fields(op, req.body)
+      if not fields then return err end
+      if kind.update then
+        err = kind.update(server.store, req.user, item, fields)
+        if err then return err end
+      else
+        assign(item, fields)
+      end
+      c:changed(item)
+      return json_response(200, c:json(item))
+    end
+  elseif op.method == "DELETE" and op.id then
+    return function(server, req, id)
+      local err = check_query(op, req.params)
+      if err then return err end
+      local item, c = item_of(server, id)
+      if not item then return c end
+      if kind.delete then kind.delete(server.store, item) end
+      c:remove(item)
+      return { status = 204, headers = {}, body = "" }
+    end
+  end
+  return function() return error_response(501, "Not implemented by spark-mock") end
+end
+
+-- Lua pattern of an operation's path: "{id}" captures one segment.
+local function path_pattern(path)
+  local escaped = path:gsub("[%^%$%(%)%%%.%[%]%*%+%-%?]", "%%%0")
+  return "^" .. escaped:gsub("{id}", "([^/]+)") .. "$"
+end
+
+-- One route per path of spark.resources, those without an id first (so
+-- that /people/me comes before /people/{id}).
+local function api_routes()
+  local by_path = {}
+  for _, name in ipairs(sorted_keys(resources)) do
+    local resource = resources[name]
+    for _, opname in ipairs(sorted_keys(resource.operations)) do
+      local op = resource.operations[opname]
+      local path = "/v1" .. resource.path .. op.path
+      by_path[path] = by_path[path] or { path_pattern(path), path = path }
+      by_path[path][op.method] = operation_handler(name, opname, op)
+    end
+  end
+  local routes = {}
+  for _, path in ipairs(sorted_keys(by_path)) do routes[#routes + 1] = by_path[path] end
+  table.sort(routes, function(a, b)
+    local da, db = a.path:find("{", 1, true) ~= nil, b.path:find("{", 1, true) ~= nil
+    if da ~= db then return db end
+    return a.path < b.path
+  end)
+  return with_allow(routes)
+end
+
+local API_ROUTES = api_routes()
 
 ---------------------------------------------------------------------------
 -- Script entries (control API)
