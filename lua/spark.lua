@@ -599,6 +599,21 @@ function methods:all(rname, params, opts)
   return items, res
 end
 
+--- spark.check_params(resource, operation, params) -> true | false, why
+-- Checks parameters (or fields, for create and update) as the call would,
+-- without sending anything: for command lines and forms. `why` reads
+-- "parameter 'max' must be an integer from 1 to 1000 (got 0)".
+function spark.check_params(rname, oname, params)
+  local op = resources[rname] and resources[rname].operations[oname]
+  if not op then
+    error("spark.check_params: unknown operation " .. tostring(rname) .. ":" .. tostring(oname), 2)
+  end
+  local noun = op.body and "field" or "parameter"
+  local ok, err = pcall(check_fields, "", noun, "params", op.body or op.query or {}, params, op)
+  if ok then return true end
+  return false, (tostring(err):gsub("^.-: : ", "", 1))
+end
+
 -- The default client ------------------------------------------------------------
 
 local default_client

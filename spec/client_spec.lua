@@ -362,3 +362,15 @@ describe("review fixes", function()
     assert.are.equal(0, m:stats().requests)
   end)
 end)
+
+describe("spark.check_params", function()
+  it("checks parameters and fields without sending anything", function()
+    assert.are.same({ true }, { spark.check_params("rooms", "list", { max = 5 }) })
+    assert.are.same({ false, "parameter 'max' must be an integer from 1 to 1000 (got 0)" },
+      { spark.check_params("rooms", "list", { max = 0 }) })
+    assert.are.same({ false, "field 'title' is required" },
+      { spark.check_params("rooms", "create", {}) })
+    assert.has_error(function() spark.check_params("chairs", "list", {}) end,
+      "spark.check_params: unknown operation chairs:list")
+  end)
+end)
