@@ -14,7 +14,7 @@ SO   = build/spark/core.so
 BUSTED  ?= busted --lua=$(LUA)
 LUAENV   = LUA_PATH="lua/?.lua;lua/?/init.lua;;" LUA_CPATH="build/?.so;;"
 
-.PHONY: all deps test mock demo clean
+.PHONY: all deps test mock demo clean examples
 
 all: $(SO)
 
@@ -31,14 +31,27 @@ $(SO): $(SRCS) $(HDRS)
 	$(CC) $(CFLAGS) $(WARN) -fPIC -shared -D_POSIX_C_SOURCE=200809L \
 	  $(LUA_CFLAGS) $(CURL_CFLAGS) -o $@ $(SRCS) $(CURL_LIBS) $(LDFLAGS)
 
+# examples/embed: a C host embedding Lua 5.4 with the spark C module linked
+# in statically (csrc/ compiled into the binary, no core.so). Default paths
+# of spark.lua and the script are this checkout's, fixed at compile time.
+LUA_LIBS = $(shell pkg-config --libs lua5.4 2>/dev/null || echo -llua5.4)
+EMBED    = build/examples/embed
+examples: $(EMBED)
+$(EMBED): examples/embed/embed.c $(SRCS) $(HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(WARN) -D_POSIX_C_SOURCE=200809L $(LUA_CFLAGS) $(CURL_CFLAGS) \
+	  -DSPARK_LUA_DIR='"$(CURDIR)/lua"' \
+	  -DEMBED_SCRIPT='"$(CURDIR)/examples/embed/script.lua"' \
+	  -o $@ examples/embed/embed.c $(SRCS) $(LUA_LIBS) $(CURL_LIBS) -lm $(LDFLAGS)
+
 # Installs missing Debian packages when run as root (see scripts/deps.sh).
 deps:
 	@sh scripts/deps.sh
 
 test: deps
-	@$(MAKE) --no-print-directory all $(UNIT)
+	@$(MAKE) --no-print-directory all $(UNIT) examples
 	$(BUSTED)
-	luacheck -q lua spec
+	luacheck -q lua spec bench examples
 
 # The simulator in the foreground: make mock MOCK_ARGS="--rate 5 --burst 5"
 MOCK_ARGS ?= --port 8080

@@ -33,6 +33,9 @@ build = {
     ["spark.mock"] = "lua/spark/mock.lua",
     ["spark.resources"] = "lua/spark/resources.lua",
     ["spark.poll"] = "lua/spark/poll.lua",
+    -- load only where cqueues / luv are installed (no hard dependency)
+    ["spark.cqueues"] = "lua/spark/cqueues.lua",
+    ["spark.luv"] = "lua/spark/luv.lua",
     ["spark.core"] = {
       sources = { "csrc/core.c", "csrc/transport.c", "csrc/retry.c", "csrc/link.c",
                   "csrc/pace.c", "csrc/ratelimit.c" },
