@@ -2,6 +2,9 @@
  * yieldable request loop (gate, attempt, retry policy, sleep hook), URL
  * building with curl's URL API, and spark.sleep. The only file that knows
  * both Lua and curl. */
+#define _GNU_SOURCE /* dladdr */
+#include <ctype.h>
+#include <dlfcn.h>
 #include <errno.h>
 #include <math.h>
 #include <stdint.h>
@@ -85,8 +88,9 @@ static int l_sleep(lua_State *L) {
   double end;
   int rc;
   if (lua_type(L, 1) != LUA_TNUMBER || !(s >= 0))
-    return luaL_error(L, "spark.sleep: bad argument 'seconds' (a non-negative "
-                         "number expected, got %s)",
+    return luaL_error(L,
+                      "spark.sleep: bad argument 'seconds' (a non-negative "
+                      "number expected, got %s)",
                       lua_type(L, 1) == LUA_TNUMBER ? "a negative or NaN one"
                                                     : luaL_typename(L, 1));
   if (s > 1e9)
@@ -273,14 +277,14 @@ static int l_escape(lua_State *L) {
  * query is the raw query string or nil. */
 static int l_url_parts(lua_State *L) {
   static const struct {
-    CURLUPart part;
     const char *name;
+    CURLUPart part;
     unsigned flags;
-  } parts[] = {{CURLUPART_SCHEME, "scheme", 0},
-               {CURLUPART_HOST, "host", 0},
-               {CURLUPART_PORT, "port", CURLU_DEFAULT_PORT},
-               {CURLUPART_PATH, "path", 0},
-               {CURLUPART_QUERY, "query", 0}};
+  } parts[] = {{"scheme", CURLUPART_SCHEME, 0},
+               {"host", CURLUPART_HOST, 0},
+               {"port", CURLUPART_PORT, CURLU_DEFAULT_PORT},
+               {"path", CURLUPART_PATH, 0},
+               {"query", CURLUPART_QUERY, 0}};
   const char *url = luaL_checkstring(L, 1);
   curlbox *box = push_curlbox(L);
   CURLUcode uc = curl_url_set(box->u, CURLUPART_URL, url, 0);
@@ -603,7 +607,7 @@ static void store_response(lua_State *L, client *c, long status,
     char *p = luaL_buffinitsize(L, &b, h->name_len);
     for (k = 0; k < h->name_len; k++) {
       char ch = t->hbuf[h->name + k];
-      p[k] = (ch >= 'A' && ch <= 'Z') ? (char)(ch - 'A' + 'a') : ch;
+      p[k] = (char)tolower((unsigned char)ch);
     }
     luaL_pushresultsize(&b, h->name_len);
     lua_pushvalue(L, -1);
@@ -684,8 +688,9 @@ static int step_gate(lua_State *L, client *c, call_state *cs) {
   double delay;
   cs->counts.time_left = cs->deadline_at - from;
   if (cs->counts.time_left <= 0)
-    return finish(L, c, cs, "timeout", "deadline reached before the next "
-                                       "attempt");
+    return finish(L, c, cs, "timeout",
+                  "deadline reached before the next "
+                  "attempt");
   if (c->gate_until > from) {
     spark_decision d;
     delay = c->gate_until - from;
@@ -702,8 +707,9 @@ static int step_gate(lua_State *L, client *c, call_state *cs) {
   if (delay > 0) {
     if (delay > cs->counts.time_left) {
       cs->retry_after = delay;
-      return finish(L, c, cs, "rate_limited", "rate limited: the pacing "
-                                              "wait ends past the deadline");
+      return finish(L, c, cs, "rate_limited",
+                    "rate limited: the pacing "
+                    "wait ends past the deadline");
     }
     begin_wait(cs, delay, from + delay, "pacing");
     cs->ph = PH_SLEEP;
@@ -720,7 +726,6 @@ static int step_attempt(lua_State *L, client *c, call_state *cs) {
   spark_attempt a;
   spark_decision d;
   spark_ratelimit rl;
-  int has_rl = 0;
   double now = clock_now(L), left;
   if (c->passed > now)
     now = c->passed;
@@ -760,7 +765,7 @@ static int step_attempt(lua_State *L, client *c, call_state *cs) {
     a.retryable = r.retryable;
     a.sent = r.sent;
   } else {
-    has_rl = spark_ratelimit_parse(&rl, header_lookup, &c->t, epoch_now());
+    int has_rl = spark_ratelimit_parse(&rl, header_lookup, &c->t, epoch_now());
     store_response(L, c, r.status, has_rl ? &rl : NULL);
     spark_pace_answer(&c->pace, now, r.status == 429, has_rl ? &rl : NULL);
     a.status = r.status;
@@ -844,8 +849,9 @@ static int step(lua_State *L, call_state *cs) {
     int isnum;
     lua_Number left = lua_tonumberx(L, -1, &isnum);
     if ((!isnum && !lua_isnil(L, -1)) || (isnum && left != left))
-      return luaL_error(L, "spark: the sleep hook returned a %s (expected "
-                           "the unslept seconds or nothing)",
+      return luaL_error(L,
+                        "spark: the sleep hook returned a %s (expected "
+                        "the unslept seconds or nothing)",
                         luaL_typename(L, -1));
     lua_pop(L, 1);
     if (isnum && left > 0) {
@@ -895,10 +901,15 @@ static int l_request(lua_State *L) {
   luaL_checkstring(L, 3);
   luaL_optstring(L, 4, NULL);
   ctype = luaL_optstring(L, 5, NULL);
-  luaL_argcheck(L, method[0] != '\0' && strspn(method, "ABCDEFGHIJKLMNOPQRSTUVWXYZ") == strlen(method), 2,
-                "method must be an upper-case HTTP method");
-  luaL_argcheck(L, ctype == NULL || (strlen(ctype) < 200 && strcspn(ctype, "\r\n") == strlen(ctype)), 5,
-                "content type must be one line under 200 bytes");
+  luaL_argcheck(L,
+                method[0] != '\0' &&
+                    strspn(method, "ABCDEFGHIJKLMNOPQRSTUVWXYZ") ==
+                        strlen(method),
+                2, "method must be an upper-case HTTP method");
+  luaL_argcheck(L,
+                ctype == NULL || (strlen(ctype) < 200 &&
+                                  strcspn(ctype, "\r\n") == strlen(ctype)),
+                5, "content type must be one line under 200 bytes");
   if (!lua_isnoneornil(L, IDX_OPTS))
     luaL_checktype(L, IDX_OPTS, LUA_TTABLE);
   lua_settop(L, IDX_OPTS);
@@ -926,33 +937,29 @@ static int l_request(lua_State *L) {
   }
   cs->deadline_at = deadline > 0 ? clock_now(L) + deadline : HUGE_VAL;
   cs->counts.time_left = HUGE_VAL;
-  lua_pushnil(L);          /* IDX_RESP */
+  lua_pushnil(L);           /* IDX_RESP */
   lua_createtable(L, 0, 0); /* IDX_RETRIES */
   return request_k(L, LUA_OK, 0);
 }
 
 /* ---- module ------------------------------------------------------------ */
 
-static const luaL_Reg client_methods[] = {
-    {"close", l_close},
-    {"is_closed", l_is_closed},
-    {"base_url", l_base_url},
-    {NULL, NULL}};
+static const luaL_Reg client_methods[] = {{"close", l_close},
+                                          {"is_closed", l_is_closed},
+                                          {"base_url", l_base_url},
+                                          {NULL, NULL}};
 
 static const luaL_Reg client_meta[] = {{"__gc", l_close},
                                        {"__close", l_close},
                                        {"__tostring", l_tostring},
                                        {NULL, NULL}};
 
-static const luaL_Reg funcs[] = {{"new", l_new},
-                                 {"request", l_request},
-                                 {"url", l_url},
-                                 {"link_next", l_link_next},
-                                 {"escape", l_escape},
-                                 {"url_parts", l_url_parts},
-                                 {"sleep", l_sleep},
-                                 {"monotime", l_monotime},
-                                 {NULL, NULL}};
+static const luaL_Reg funcs[] = {
+    {"new", l_new},       {"request", l_request},
+    {"url", l_url},       {"link_next", l_link_next},
+    {"escape", l_escape}, {"url_parts", l_url_parts},
+    {"sleep", l_sleep},   {"monotime", l_monotime},
+    {NULL, NULL}};
 
 static int global_cleanup(lua_State *L) {
   (void)L;
@@ -960,7 +967,21 @@ static int global_cleanup(lua_State *L) {
   return 0;
 }
 
+/* Keeps this module, and so libcurl and its TLS library, loaded until the
+ * process ends: Lua unloads C modules when a state closes, but libcurl's
+ * dependencies keep global state and exit handlers (OpenSSL, p11-kit) that
+ * must not outlive their code. Harmless when linked into a host. */
+static void pin_module(void) {
+#if defined(RTLD_NODELETE) && defined(RTLD_NOLOAD)
+  static const char anchor = 0; /* any address inside this module */
+  Dl_info info;
+  if (dladdr(&anchor, &info) != 0 && info.dli_fname != NULL)
+    (void)dlopen(info.dli_fname, RTLD_NOW | RTLD_NOLOAD | RTLD_NODELETE);
+#endif
+}
+
 int luaopen_spark_core(lua_State *L) {
+  pin_module();
   /* curl_global_init once per load, balanced by curl_global_cleanup when the
    * Lua state closes: a sentinel whose __gc runs after every client's, as
    * Lua finalizes in the reverse order of creation. */

@@ -114,8 +114,7 @@ static int params_have_rel(scanner *sc, const char *rel) {
         vlen = read_token(sc, &vstart);
       }
     }
-    if (nlen == 3 && strncasecmp(sc->s + nstart, "rel", 3) == 0 &&
-        !seen_rel) {
+    if (nlen == 3 && strncasecmp(sc->s + nstart, "rel", 3) == 0 && !seen_rel) {
       seen_rel = 1;
       found = rel_has(sc->s + vstart, vlen, rel);
     }

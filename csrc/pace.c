@@ -86,7 +86,8 @@ void spark_pace_answer(spark_pace *p, double now, int throttled,
     p->rate = at_least_min(base * SPARK_PACE_BETA);
   } else if (p->rate > 0) {
     /* CUBIC growth back towards last_max_rate, and beyond it slowly */
-    double k = cbrt(p->last_max_rate * (1 - SPARK_PACE_BETA) / SPARK_PACE_SCALE);
+    double k =
+        cbrt(p->last_max_rate * (1 - SPARK_PACE_BETA) / SPARK_PACE_SCALE);
     double t = now - p->last_throttle - k;
     double r = SPARK_PACE_SCALE * t * t * t + p->last_max_rate;
     if (seen > 0 && r > 2 * seen)

@@ -13,27 +13,31 @@
 
 #include "ratelimit.h"
 
-typedef enum { SPARK_PACE_NONE, SPARK_PACE_FIXED, SPARK_PACE_ADAPTIVE } spark_pace_mode;
+typedef enum {
+  SPARK_PACE_NONE,
+  SPARK_PACE_FIXED,
+  SPARK_PACE_ADAPTIVE
+} spark_pace_mode;
 
-#define SPARK_PACE_BETA 0.7       /* multiplicative decrease on a 429 */
-#define SPARK_PACE_SCALE 0.4      /* CUBIC scale */
-#define SPARK_PACE_MIN_RATE 0.5   /* the adaptive pace never goes below */
-#define SPARK_PACE_BUCKET 0.5     /* seconds per send-rate measurement */
-#define SPARK_PACE_SMOOTH 0.8     /* weight of the newest measurement */
+#define SPARK_PACE_BETA 0.7     /* multiplicative decrease on a 429 */
+#define SPARK_PACE_SCALE 0.4    /* CUBIC scale */
+#define SPARK_PACE_MIN_RATE 0.5 /* the adaptive pace never goes below */
+#define SPARK_PACE_BUCKET 0.5   /* seconds per send-rate measurement */
+#define SPARK_PACE_SMOOTH 0.8   /* weight of the newest measurement */
 
 typedef struct {
   spark_pace_mode mode;
-  double rate;  /* fixed: requests per second; adaptive: the current pace
-                   (0 while unthrottled) */
-  double burst; /* requests allowed at once (fixed); 1 when adaptive */
-  double tat;   /* GCRA's theoretical arrival time of the next request */
+  double rate;      /* fixed: requests per second; adaptive: the current pace
+                       (0 while unthrottled) */
+  double burst;     /* requests allowed at once (fixed); 1 when adaptive */
+  double tat;       /* GCRA's theoretical arrival time of the next request */
   double last_sent; /* when the last request went out */
   /* adaptive */
-  double last_max_rate;  /* the pace when the last 429 came */
-  double last_throttle;  /* when it came */
-  double measured;       /* smoothed send rate, requests per second */
-  double bucket_start;   /* start of the current measurement bucket */
-  double bucket_count;   /* sends in it */
+  double last_max_rate; /* the pace when the last 429 came */
+  double last_throttle; /* when it came */
+  double measured;      /* smoothed send rate, requests per second */
+  double bucket_start;  /* start of the current measurement bucket */
+  double bucket_count;  /* sends in it */
 } spark_pace;
 
 /* Sets up pacing: SPARK_PACE_NONE, FIXED with rate > 0 and burst >= 1, or

@@ -16,8 +16,10 @@ static int number(const char *s, double *out) {
     if (v < 1e15)
       v = v * 10 + (*s - '0');
   if (*s == '.')
-    for (s++; isdigit((unsigned char)*s); s++, scale /= 10)
+    for (s++; isdigit((unsigned char)*s); s++) {
       v += (*s - '0') * scale;
+      scale /= 10;
+    }
   *out = v;
   return 1;
 }
@@ -101,6 +103,5 @@ int spark_ratelimit_parse(spark_ratelimit *rl, spark_header_lookup lookup,
     if ((p = param(v, "w")) != NULL)
       take(&rl->has_window, &rl->window, p);
   }
-  return rl->has_limit || rl->has_remaining || rl->has_reset ||
-         rl->has_window;
+  return rl->has_limit || rl->has_remaining || rl->has_reset || rl->has_window;
 }

@@ -22,8 +22,10 @@ static int parse_delta(const char *s, double *out) {
   }
   if (*s == '.') {
     double scale = 0.1;
-    for (s++; isdigit((unsigned char)*s); s++, scale /= 10.0)
+    for (s++; isdigit((unsigned char)*s); s++) {
       v += (*s - '0') * scale;
+      scale /= 10.0;
+    }
   }
   if (*skip_ows(s) != '\0')
     return 0;
@@ -99,8 +101,8 @@ static spark_decision retry_costing(double delay, const char *reason,
 }
 
 int spark_method_idempotent(const char *method) {
-  static const char *const idempotent[] = {"GET",     "HEAD",  "PUT",
-                                           "DELETE",  "OPTIONS", "TRACE"};
+  static const char *const idempotent[] = {"GET",    "HEAD",    "PUT",
+                                           "DELETE", "OPTIONS", "TRACE"};
   size_t i;
   for (i = 0; i < sizeof idempotent / sizeof *idempotent; i++)
     if (strcmp(method, idempotent[i]) == 0)
@@ -132,7 +134,6 @@ static int is_server_error(long status) {
 spark_decision spark_retry_decide(const spark_policy *p,
                                   const spark_call_counts *c,
                                   const spark_attempt *a) {
-  spark_decision d;
   double delay;
   if (a->failure != NULL) {
     double cost = strcmp(a->failure, "timeout") == 0 ? SPARK_BUDGET_TIMEOUT_COST
@@ -155,9 +156,11 @@ spark_decision spark_retry_decide(const spark_policy *p,
                            "left of max_wait",
                            "rate limited: Retry-After ends past the "
                            "deadline"));
-    d = retry(delay, "rate_limited");
-    d.rate_limited = 1;
-    return d;
+    {
+      spark_decision d = retry(delay, "rate_limited");
+      d.rate_limited = 1;
+      return d;
+    }
   }
   if (!a->idempotent || c->retries >= p->max_retries ||
       a->budget < SPARK_BUDGET_COST)

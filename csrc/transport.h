@@ -6,7 +6,7 @@
 #include <curl/curl.h>
 
 /* Caps on what one response may make us hold. */
-#define SPARK_MAX_HEADER_BYTES (1024 * 1024)
+#define SPARK_MAX_HEADER_BYTES ((size_t)1024 * 1024)
 #define SPARK_MAX_HEADERS 10000
 
 typedef struct {
@@ -32,7 +32,7 @@ typedef struct {
 typedef struct {
   const char *method; /* "GET", "POST", ... */
   const char *url;
-  const char *body;         /* NULL: no request body */
+  const char *body; /* NULL: no request body */
   size_t body_len;
   const char *content_type; /* of body; NULL for none */
   long timeout_ms, connect_timeout_ms;
@@ -40,8 +40,8 @@ typedef struct {
 } spark_request;
 
 typedef struct {
-  const char *kind; /* NULL on success, else "network", "timeout",
-                       "too_large" */
+  const char *kind;    /* NULL on success, else "network", "timeout",
+                          "too_large" */
   const char *message; /* valid until the next perform */
   long status;         /* HTTP status, 0 when none arrived */
   int retryable;       /* a failure that a new attempt may not meet */
@@ -61,6 +61,14 @@ void spark_transport_close(spark_transport *t);
  * until the next call. */
 spark_result spark_transport_perform(spark_transport *t,
                                      const spark_request *rq);
+
+/* Takes one header line of a response (with or without its CRLF) as
+ * curl's header callback gives it: a status line starts a new header set;
+ * fields are stored, obsolete folding continues the last one. Returns
+ * `len`, or 0 when a cap was hit (abort_kind is set). Exposed for the
+ * fuzzer; `t` needs no curl handle for it. */
+size_t spark_transport_header_line(spark_transport *t, const char *line,
+                                   size_t len);
 
 /* The n-th value of header `name` (case-insensitive) of the last response,
  * NUL-terminated, or NULL. */

@@ -2,8 +2,8 @@
  *
  *   embed [script.lua [lua_dir]]
  *
- * - The spark C module is linked into this binary (the csrc/ sources are compiled
- *   with it) and registered in package.preload["spark.core"], so
+ * - The spark C module is linked into this binary (the csrc/ sources are
+ * compiled with it) and registered in package.preload["spark.core"], so
  *   `require "spark.core"` needs no .so.
  * - spark.lua is found through package.path: lua_dir (default: the
  *   checkout's lua/ directory, fixed at compile time as SPARK_LUA_DIR).

@@ -69,8 +69,7 @@ static void test_retry_after(void) {
   ra("Sun, 06 Nov 1994 08:49:37 GMT", NULL, 784111767.0, 1, 10);
   ra("Sun, 06 Nov 1994 08:49:37 GMT", "garbage", 784111767.0, 1, 10);
   /* a date in the past: no wait */
-  ra("Sun, 06 Nov 1994 08:49:30 GMT", "Sun, 06 Nov 1994 08:49:37 GMT", 0, 1,
-     0);
+  ra("Sun, 06 Nov 1994 08:49:30 GMT", "Sun, 06 Nov 1994 08:49:37 GMT", 0, 1, 0);
   ra("Mon, 99 Foo 1994", NULL, 0, 0, 0);
 }
 
@@ -300,20 +299,29 @@ static void rl_case(const char *name, const char *const *headers, int found,
 
 static void test_ratelimit(void) {
   const char *none[] = {"Date", "x", NULL};
-  const char *x[] = {"X-RateLimit-Limit", "100", "X-RateLimit-Remaining",
-                     "7", "X-RateLimit-Reset", "30", NULL};
+  const char *x[] = {"X-RateLimit-Limit",
+                     "100",
+                     "X-RateLimit-Remaining",
+                     "7",
+                     "X-RateLimit-Reset",
+                     "30",
+                     NULL};
   const char *x_epoch[] = {"X-RateLimit-Reset", "1000005030", NULL};
   const char *ietf_old[] = {"RateLimit", "limit=100, remaining=50, reset=30",
                             NULL};
-  const char *ietf_split[] = {"RateLimit-Limit", "60", "RateLimit-Remaining",
-                              "0", "RateLimit-Reset", "12", NULL};
+  const char *ietf_split[] = {"RateLimit-Limit",
+                              "60",
+                              "RateLimit-Remaining",
+                              "0",
+                              "RateLimit-Reset",
+                              "12",
+                              NULL};
   const char *ietf_new[] = {"RateLimit", "\"default\";r=50;t=30",
-                            "RateLimit-Policy", "\"default\";q=100;w=60",
-                            NULL};
+                            "RateLimit-Policy", "\"default\";q=100;w=60", NULL};
   const char *policy_old[] = {"RateLimit-Policy", "100;w=60", NULL};
   const char *quoted[] = {"RateLimit", "\"r=9;t=9\";r=1;t=2", NULL};
-  const char *garbage[] = {"X-RateLimit-Limit", "lots", "RateLimit",
-                           "r=;t=x", NULL};
+  const char *garbage[] = {"X-RateLimit-Limit", "lots", "RateLimit", "r=;t=x",
+                           NULL};
   rl_case("no rate-limit fields", none, 0, -1, -1, -1, -1);
   rl_case("X-RateLimit-*", x, 1, 100, 7, 30, -1);
   rl_case("X-RateLimit-Reset as a unix time", x_epoch, 1, -1, -1, 30, -1);
