@@ -222,7 +222,7 @@ describe("retry policy", function()
       assert.is_true(res.waited > 0 and res.waited <= 1)
     end)
 
-    it("adaptive: paces after a 429, through the sleep hook", function()
+    it("adaptive: paces after a 429, through the sleep hook #realtime", function()
       local rm = helper.start_mock{ "--rate", "20", "--burst", "20" }
       finally(function() rm:stop() end)
       local reasons = {}

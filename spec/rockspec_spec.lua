@@ -1,7 +1,7 @@
 -- The rockspec builds the same module: `luarocks make` into a temporary tree
 -- gives a `require "spark"` that works, and the commands.
 describe("spark-scm-1.rockspec", function()
-  it("builds and installs with luarocks make", function()
+  it("builds and installs with luarocks make #packaging", function()
     local tree = os.tmpname()
     os.remove(tree)
     finally(function() os.execute("rm -rf '" .. tree .. "'") end)
