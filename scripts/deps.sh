@@ -3,7 +3,8 @@
 # missing. As root it installs them; otherwise it names the command to run.
 set -eu
 PKGS="gcc make pkg-config lua5.4 liblua5.4-dev libcurl4-openssl-dev lua-cjson
-lua-socket lua-argparse lua-system lua-busted lua-check luarocks lua-cqueues lua-luv $*"
+lua-socket lua-argparse lua-system lua-busted lua-check luarocks lua-cqueues lua-luv
+openssl $*"
 missing=""
 for p in $PKGS; do
   if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
