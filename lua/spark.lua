@@ -143,6 +143,24 @@ function spark.new(opts)
   return core.new(o)
 end
 
+--- A spark.new that installs `hook` as the sleep hook: the `new` of the
+-- event-loop modules (spark.cqueues, spark.luv); `what` names the module.
+function spark.new_with_sleep(what, hook)
+  return function(opts)
+    if opts ~= nil and type(opts) ~= "table" then
+      error(what .. ".new: bad argument 'opts' (table expected, got " .. type(opts) .. ")", 2)
+    end
+    local o = {}
+    for k, v in pairs(opts or {}) do o[k] = v end
+    if o.sleep ~= nil then
+      error(what .. ".new: option 'sleep' is " .. what .. ".sleep here;"
+        .. " use spark.new for another hook", 2)
+    end
+    o.sleep = hook
+    return spark.new(o)
+  end
+end
+
 -- Calls ----------------------------------------------------------------------
 
 local methods = core.methods

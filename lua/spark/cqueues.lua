@@ -48,18 +48,6 @@ end
 
 --- spark.new(opts) with `sleep = spark.cqueues.sleep`. opts must not set
 -- `sleep` (use spark.new for a hook of your own).
-function M.new(opts)
-  if opts ~= nil and type(opts) ~= "table" then
-    error("spark.cqueues.new: bad argument 'opts' (table expected, got " .. type(opts) .. ")", 2)
-  end
-  local o = {}
-  for k, v in pairs(opts or {}) do o[k] = v end
-  if o.sleep ~= nil then
-    error("spark.cqueues.new: option 'sleep' is spark.cqueues.sleep here;"
-      .. " use spark.new for another hook", 2)
-  end
-  o.sleep = M.sleep
-  return spark.new(o)
-end
+M.new = spark.new_with_sleep("spark.cqueues", M.sleep)
 
 return M

@@ -68,18 +68,6 @@ end
 
 --- spark.new(opts) with `sleep = spark.luv.sleep`. opts must not set
 -- `sleep` (use spark.new for a hook of your own).
-function M.new(opts)
-  if opts ~= nil and type(opts) ~= "table" then
-    error("spark.luv.new: bad argument 'opts' (table expected, got " .. type(opts) .. ")", 2)
-  end
-  local o = {}
-  for k, v in pairs(opts or {}) do o[k] = v end
-  if o.sleep ~= nil then
-    error("spark.luv.new: option 'sleep' is spark.luv.sleep here;"
-      .. " use spark.new for another hook", 2)
-  end
-  o.sleep = M.sleep
-  return spark.new(o)
-end
+M.new = spark.new_with_sleep("spark.luv", M.sleep)
 
 return M

@@ -1050,22 +1050,29 @@ BEHAVIOURS.people = {
   },
 }
 
+-- The create of a membership of a room or a team: the group must exist, the
+-- person is found (or invited by email), and a second membership is a
+-- conflict. `add` names the store method that makes it.
+local function membership_create(groups, key, noun, list, add)
+  return function(store, _, f)
+    local group = store.c[groups]:get(f[key])
+    if not group then return nil, not_found(key, noun) end
+    local person, err = person_of(store, f, "personId", "personEmail")
+    if not person then return nil, err end
+    for _, m in ipairs(store.c[list].items) do
+      if m[key] == group.id and m.personId == person.id then
+        return nil, conflict("The person is already a member of the " .. noun)
+      end
+    end
+    return store[add](store, group, person, f.isModerator or false, store:now())
+  end
+end
+
 BEHAVIOURS.memberships = {
   type = "MEMBERSHIP",
   filters = { roomId = equals("roomId"), personId = equals("personId"),
     personEmail = equals_any_case("personEmail") },
-  create = function(store, _, f)
-    local room = store.c.rooms:get(f.roomId)
-    if not room then return nil, not_found("roomId", "room") end
-    local person, err = person_of(store, f, "personId", "personEmail")
-    if not person then return nil, err end
-    for _, m in ipairs(store.c.memberships.items) do
-      if m.roomId == room.id and m.personId == person.id then
-        return nil, conflict("The person is already a member of the room")
-      end
-    end
-    return store:membership(room, person, f.isModerator or false, store:now())
-  end,
+  create = membership_create("rooms", "roomId", "room", "memberships", "membership"),
   update = function(_, _, m, f) assign(m, f, { "isModerator", "isRoomHidden" }) end,
 }
 
@@ -1090,18 +1097,8 @@ BEHAVIOURS.team_memberships = {
   check_list = function(store, p)
     if not store.c.teams:get(p.teamId) then return not_found("teamId", "team") end
   end,
-  create = function(store, _, f)
-    local team = store.c.teams:get(f.teamId)
-    if not team then return nil, not_found("teamId", "team") end
-    local person, err = person_of(store, f, "personId", "personEmail")
-    if not person then return nil, err end
-    for _, m in ipairs(store.c.team_memberships.items) do
-      if m.teamId == team.id and m.personId == person.id then
-        return nil, conflict("The person is already a member of the team")
-      end
-    end
-    return store:team_membership(team, person, f.isModerator or false, store:now())
-  end,
+  create = membership_create("teams", "teamId", "team", "team_memberships",
+    "team_membership"),
   update = function(_, _, m, f) assign(m, f, { "isModerator" }) end,
 }
 
