@@ -327,6 +327,38 @@ static int l_link_next(lua_State *L) {
   return 1;
 }
 
+/* Turns integral floats in table `idx` (and its subtables) into integers:
+ * lua-cjson decodes every JSON number as a float. */
+static void integers(lua_State *L, int idx, int depth) {
+  if (depth > 1000) /* deeper than cjson decodes */
+    return;
+  luaL_checkstack(L, 4, "JSON too deeply nested");
+  lua_pushnil(L);
+  while (lua_next(L, idx) != 0) {
+    int t = lua_type(L, -1);
+    if (t == LUA_TNUMBER && !lua_isinteger(L, -1)) {
+      lua_Number n = lua_tonumber(L, -1);
+      lua_Integer i;
+      if (n == floor(n) && lua_numbertointeger(n, &i)) {
+        lua_pushvalue(L, -2);
+        lua_pushinteger(L, i);
+        lua_rawset(L, idx); /* an existing key: allowed during lua_next */
+      }
+    } else if (t == LUA_TTABLE) {
+      integers(L, lua_absindex(L, -1), depth + 1);
+    }
+    lua_pop(L, 1);
+  }
+}
+
+/* core.integers(v) -> v, with integral floats made integers (in place) */
+static int l_integers(lua_State *L) {
+  if (lua_type(L, 1) == LUA_TTABLE)
+    integers(L, 1, 0);
+  lua_settop(L, 1);
+  return 1;
+}
+
 /* ---- the client userdata --------------------------------------------- */
 
 static client *check_client(lua_State *L, int idx) {
@@ -955,11 +987,11 @@ static const luaL_Reg client_meta[] = {{"__gc", l_close},
                                        {NULL, NULL}};
 
 static const luaL_Reg funcs[] = {
-    {"new", l_new},       {"request", l_request},
-    {"url", l_url},       {"link_next", l_link_next},
-    {"escape", l_escape}, {"url_parts", l_url_parts},
-    {"sleep", l_sleep},   {"monotime", l_monotime},
-    {NULL, NULL}};
+    {"new", l_new},           {"request", l_request},
+    {"url", l_url},           {"link_next", l_link_next},
+    {"escape", l_escape},     {"url_parts", l_url_parts},
+    {"sleep", l_sleep},       {"monotime", l_monotime},
+    {"integers", l_integers}, {NULL, NULL}};
 
 static int global_cleanup(lua_State *L) {
   (void)L;
