@@ -351,9 +351,43 @@ static void integers(lua_State *L, int idx, int depth) {
   }
 }
 
-/* core.integers(v) -> v, with integral floats made integers (in place) */
+/* Whether JSON text s[0..n) may hold a number: a '-' or a digit outside
+ * its strings. Strings are skipped with memchr, so a page of strings (a
+ * rooms page has no number at all) costs far less than walking it. */
+static int json_has_number(const char *s, size_t n) {
+  const char *p = s, *end = s + n;
+  while (p < end) {
+    const char *q = memchr(p, '"', (size_t)(end - p));
+    const char *stop = q ? q : end;
+    for (; p < stop; p++)
+      if (*p == '-' || (*p >= '0' && *p <= '9'))
+        return 1;
+    if (q == NULL)
+      return 0;
+    /* skip the string: to the next quote not escaped by a backslash */
+    for (p = q + 1;;) {
+      const char *close = memchr(p, '"', (size_t)(end - p));
+      const char *b = close;
+      if (close == NULL)
+        return 1; /* broken text: let the walk decide */
+      while (b > p && b[-1] == '\\')
+        b--;
+      p = close + 1;
+      if ((close - b) % 2 == 0)
+        break;
+    }
+  }
+  return 0;
+}
+
+/* core.integers(v [, text]) -> v, with integral floats made integers (in
+ * place). With the JSON text v was decoded from, a text without numbers is
+ * not walked at all. */
 static int l_integers(lua_State *L) {
-  if (lua_type(L, 1) == LUA_TTABLE)
+  size_t n;
+  const char *text = luaL_optlstring(L, 2, NULL, &n);
+  if (lua_type(L, 1) == LUA_TTABLE &&
+      (text == NULL || json_has_number(text, n)))
     integers(L, 1, 0);
   lua_settop(L, 1);
   return 1;

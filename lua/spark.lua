@@ -44,7 +44,7 @@ local integers = core.integers
 local function decode(body)
   local ok, v = pcall(cjson.decode, body)
   if not ok then return nil, "response body is not JSON: " .. tostring(v) end
-  return integers(v)
+  return integers(v, body)
 end
 
 spark.json_encode = cjson.encode
