@@ -307,6 +307,23 @@ static int l_url_parts(lua_State *L) {
   return 1;
 }
 
+/* Whether u[0..n) is an absolute URL ("scheme://...") without spaces or
+ * control characters. */
+static int is_absolute(const char *u, size_t n) {
+  size_t i = 0;
+  if (n == 0 || !isalpha((unsigned char)u[0]))
+    return 0;
+  while (i < n && (isalnum((unsigned char)u[i]) || u[i] == '+' || u[i] == '-' ||
+                   u[i] == '.'))
+    i++;
+  if (n - i < 3 || memcmp(u + i, "://", 3) != 0)
+    return 0;
+  for (; i < n; i++)
+    if ((unsigned char)u[i] <= ' ' || u[i] == 0x7f)
+      return 0;
+  return 1;
+}
+
 /* core.link_next(value, request_url) -> the rel="next" URI of a Link
  * field, resolved against the request's URL (curl's URL API), or nil */
 static int l_link_next(lua_State *L) {
@@ -317,6 +334,8 @@ static int l_link_next(lua_State *L) {
   if (!spark_link_find(s, len, "next", &start, &ulen))
     return 0;
   lua_pushlstring(L, s + start, ulen);
+  if (is_absolute(s + start, ulen))
+    return 1; /* nothing to resolve (get_next checks its origin) */
   box = push_curlbox(L);
   if (curl_url_set(box->u, CURLUPART_URL, base, 0) != CURLUE_OK ||
       curl_url_set(box->u, CURLUPART_URL, lua_tostring(L, -2), 0) !=
@@ -488,6 +507,23 @@ static int l_new(lua_State *L) {
   lua_getfield(L, 1, "random");
   lua_setiuservalue(L, -4, UV_RANDOM);
 
+  {
+    const char *err = NULL;
+    CURLU *u;
+    lua_getiuservalue(L, -3, UV_BASE_URL);
+    if (!lua_isstring(L, -1))
+      return luaL_error(L, "spark: option 'base_url' must be a string");
+    u = curl_url();
+    if (u == NULL)
+      return luaL_error(L, "out of memory");
+    err = curl_url_set(u, CURLUPART_URL, lua_tostring(L, -1), 0) != CURLUE_OK
+              ? "malformed URL"
+              : check_scheme(u, c->allow_insecure);
+    curl_url_cleanup(u);
+    lua_pop(L, 1);
+    if (err != NULL)
+      return luaL_error(L, "spark: option 'base_url': %s", err);
+  }
   if (spark_transport_open(&c->t, token, ca_file) != 0)
     return luaL_error(L, "spark: cannot create a curl handle");
   c->open = 1;
@@ -940,6 +976,20 @@ static int step(lua_State *L, call_state *cs) {
   return luaL_error(L, "spark: corrupt call state");
 }
 
+/* Whether url lies below the client's base URL (checked by core.new), so
+ * that its scheme needs no second look. */
+static int below_base_url(lua_State *L, const char *url) {
+  size_t blen;
+  const char *base;
+  int below;
+  lua_getiuservalue(L, 1, UV_BASE_URL);
+  base = lua_tolstring(L, -1, &blen);
+  below = base != NULL && strncmp(url, base, blen) == 0 &&
+          (url[blen] == '/' || url[blen] == '?');
+  lua_pop(L, 1);
+  return below;
+}
+
 static int request_k(lua_State *L, int status, lua_KContext ctx) {
   call_state *cs = luaL_checkudata(L, IDX_CALL, CALL_MT);
   (void)status;
@@ -979,15 +1029,17 @@ static int l_request(lua_State *L) {
   if (!lua_isnoneornil(L, IDX_OPTS))
     luaL_checktype(L, IDX_OPTS, LUA_TTABLE);
   lua_settop(L, IDX_OPTS);
-  u = curl_url();
-  if (u == NULL)
-    return luaL_error(L, "out of memory");
-  err = curl_url_set(u, CURLUPART_URL, lua_tostring(L, 3), 0) != CURLUE_OK
-            ? "malformed URL"
-            : check_scheme(u, c->allow_insecure);
-  curl_url_cleanup(u);
-  if (err != NULL)
-    return luaL_error(L, "spark: %s", err);
+  if (!below_base_url(L, lua_tostring(L, 3))) {
+    u = curl_url();
+    if (u == NULL)
+      return luaL_error(L, "out of memory");
+    err = curl_url_set(u, CURLUPART_URL, lua_tostring(L, 3), 0) != CURLUE_OK
+              ? "malformed URL"
+              : check_scheme(u, c->allow_insecure);
+    curl_url_cleanup(u);
+    if (err != NULL)
+      return luaL_error(L, "spark: %s", err);
+  }
   cs = lua_newuserdatauv(L, sizeof *cs, 0);
   memset(cs, 0, sizeof *cs);
   luaL_setmetatable(L, CALL_MT);

@@ -401,3 +401,19 @@ describe("spark.json_decode", function()
     assert.matches("not JSON", err)
   end)
 end)
+
+describe("spark.json_decode's number scan", function()
+  -- strings of every length around the scan's 8-byte steps, with escapes
+  -- at every position, before a number that must still be found
+  it("finds a number after strings of any length and escapes", function()
+    for len = 0, 20 do
+      for esc = 0, len do
+        local str = ("x"):rep(esc) .. '\\"' .. ("y"):rep(len - esc)
+        local v = spark.json_decode('{"s":"' .. str .. '","n":7,"t":"' .. ("z"):rep(len)
+          .. '\\\\","m":[8]}')
+        assert.are.equal("integer", math.type(v.n), str)
+        assert.are.equal("integer", math.type(v.m[1]), str)
+      end
+    end
+  end)
+end)
