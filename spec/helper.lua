@@ -274,4 +274,29 @@ function helper.wait_port_closed(port, timeout)
   return false
 end
 
+--- The log of the event-loop specs (spark.cqueues, spark.luv): client A
+-- (max=3) met a 429, client B (max=2&type=group, its own connection) made
+-- 10 calls meanwhile, all of them before A's retry.
+function helper.assert_b_between_a(log)
+  local assert = require "luassert"
+  assert.are.equal(12, #log)
+  local a_conns, b_conns, order = {}, {}, {}
+  for _, e in ipairs(log) do
+    if e.query == "max=3" then
+      a_conns[e.conn] = true
+      order[#order + 1] = "A" .. e.status
+    else
+      assert.are.equal("max=2&type=group", e.query)
+      b_conns[e.conn] = true
+      order[#order + 1] = "B" .. e.status
+    end
+  end
+  for conn in pairs(a_conns) do
+    assert.is_nil(b_conns[conn], "A and B shared a connection")
+  end
+  assert.are.same({ "A429", "B200", "B200", "B200", "B200", "B200", "B200", "B200",
+    "B200", "B200", "B200", "A200" }, order)
+  for i = 2, 11 do assert.is_true(log[i].t < log[12].t) end
+end
+
 return helper
