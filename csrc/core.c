@@ -310,16 +310,19 @@ static int l_url_parts(lua_State *L) {
 /* Whether u[0..n) is an absolute URL ("scheme://...") without spaces or
  * control characters. */
 static int is_absolute(const char *u, size_t n) {
-  size_t i = 0;
-  if (n == 0 || !isalpha((unsigned char)u[0]))
+  size_t i;
+  const char *sep;
+  if (n < 4 || !isalpha((unsigned char)u[0]))
     return 0;
-  while (i < n && (isalnum((unsigned char)u[i]) || u[i] == '+' || u[i] == '-' ||
-                   u[i] == '.'))
-    i++;
-  if (n - i < 3 || memcmp(u + i, "://", 3) != 0)
-    return 0;
-  for (; i < n; i++)
+  for (i = 0; i < n; i++)
     if ((unsigned char)u[i] <= ' ' || u[i] == 0x7f)
+      return 0;
+  sep = strstr(u, "://"); /* u is a Lua string: NUL-terminated */
+  if (sep == NULL || (size_t)(sep - u) >= n)
+    return 0;
+  for (i = 1; u + i < sep; i++)
+    if (!isalnum((unsigned char)u[i]) && u[i] != '+' && u[i] != '-' &&
+        u[i] != '.')
       return 0;
   return 1;
 }
@@ -334,7 +337,7 @@ static int l_link_next(lua_State *L) {
   if (!spark_link_find(s, len, "next", &start, &ulen))
     return 0;
   lua_pushlstring(L, s + start, ulen);
-  if (is_absolute(s + start, ulen))
+  if (is_absolute(lua_tostring(L, -1), ulen))
     return 1; /* nothing to resolve (get_next checks its origin) */
   box = push_curlbox(L);
   if (curl_url_set(box->u, CURLUPART_URL, base, 0) != CURLUE_OK ||
@@ -1009,8 +1012,6 @@ static int request_k(lua_State *L, int status, lua_KContext ctx) {
 static int l_request(lua_State *L) {
   call_state *cs;
   client *c = check_open(L, 1);
-  CURLU *u;
-  const char *err;
   double deadline;
   const char *method = luaL_checkstring(L, 2);
   const char *ctype;
@@ -1030,7 +1031,8 @@ static int l_request(lua_State *L) {
     luaL_checktype(L, IDX_OPTS, LUA_TTABLE);
   lua_settop(L, IDX_OPTS);
   if (!below_base_url(L, lua_tostring(L, 3))) {
-    u = curl_url();
+    const char *err;
+    CURLU *u = curl_url();
     if (u == NULL)
       return luaL_error(L, "out of memory");
     err = curl_url_set(u, CURLUPART_URL, lua_tostring(L, 3), 0) != CURLUE_OK
