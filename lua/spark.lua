@@ -132,6 +132,15 @@ function spark.new(opts)
   return core.new(o)
 end
 
+--- Raises unless `seconds` is what a sleep hook is given (a non-negative
+-- number); `what` names the hook. For the event-loop modules.
+function spark.check_seconds(what, seconds)
+  if type(seconds) ~= "number" or seconds ~= seconds or seconds < 0 then
+    error(what .. ": bad argument 'seconds' (a non-negative number expected, got "
+      .. tostring(seconds) .. ")", 3)
+  end
+end
+
 --- A spark.new that installs `hook` as the sleep hook: the `new` of the
 -- event-loop modules (spark.cqueues, spark.luv); `what` names the module.
 function spark.new_with_sleep(what, hook)

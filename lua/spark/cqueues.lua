@@ -36,10 +36,7 @@ local monotime = spark.monotime
 
 --- The sleep hook: yields to the running cqueues controller for `seconds`.
 function M.sleep(seconds, _info)
-  if type(seconds) ~= "number" or seconds ~= seconds or seconds < 0 then
-    error("spark.cqueues.sleep: bad argument 'seconds' (a non-negative number expected, got "
-      .. tostring(seconds) .. ")", 2)
-  end
+  spark.check_seconds("spark.cqueues.sleep", seconds)
   local deadline = monotime() + seconds
   cqueues.sleep(seconds)
   local left = deadline - monotime()

@@ -39,10 +39,7 @@ local monotime = spark.monotime
 
 --- The sleep hook: yields the running coroutine to the uv loop for `seconds`.
 function M.sleep(seconds, _info)
-  if type(seconds) ~= "number" or seconds ~= seconds or seconds < 0 then
-    error("spark.luv.sleep: bad argument 'seconds' (a non-negative number expected, got "
-      .. tostring(seconds) .. ")", 2)
-  end
+  spark.check_seconds("spark.luv.sleep", seconds)
   local co, main = coroutine.running()
   if main or not coroutine.isyieldable() then
     error("spark.luv.sleep: call it inside a coroutine (the uv loop resumes it when the"

@@ -740,6 +740,14 @@ local function given(v)
     and not (type(v) == "table" and next(v) == nil)
 end
 
+-- An enum (a list of allowed values): an error message, or nil.
+local function check_enum(list, v, name)
+  for _, allowed in ipairs(list) do
+    if v == allowed then return nil end
+  end
+  return name .. " must be " .. join_or(list)
+end
+
 -- Type checks of spark.resources: an error message naming `name`, or nil.
 local function check_query_value(t, v, name)
   if t == "max" then
@@ -747,10 +755,7 @@ local function check_query_value(t, v, name)
   elseif t == "boolean" then
     if v ~= "true" and v ~= "false" then return name .. " must be true or false" end
   elseif type(t) == "table" then
-    for _, allowed in ipairs(t) do
-      if v == allowed then return nil end
-    end
-    return name .. " must be " .. join_or(t)
+    return check_enum(t, v, name)
   end
 end
 
@@ -773,10 +778,7 @@ local function check_body_value(t, v, name)
       return name .. " must be an object"
     end
   elseif type(t) == "table" then
-    for _, allowed in ipairs(t) do
-      if v == allowed then return nil end
-    end
-    return name .. " must be " .. join_or(t)
+    return check_enum(t, v, name)
   end
 end
 
